@@ -1,0 +1,1 @@
+"""tickcast: stock-price MLOps pipeline."""

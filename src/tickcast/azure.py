@@ -1,0 +1,59 @@
+"""Azure client factories: the only place that decides how tickcast authenticates to Azure.
+
+* profile ``local``: Blob through a connection string (Azurite's development account).
+* profile ``cloud``: Blob through the account URL and ``DefaultAzureCredential``, which resolves
+  to the managed identity of the host (Function App, AML, VM). No key, SAS or connection string
+  is read on this path.
+
+Every other module asks here for its clients, so swapping Azurite for real Blob is a profile change.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tickcast.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.storage.blob import BlobServiceClient, ContainerClient
+
+
+def credential(settings: Settings | None = None) -> TokenCredential:
+    """The token credential of profile ``cloud`` (managed identity first, via DefaultAzureCredential)."""
+    from azure.identity import DefaultAzureCredential
+
+    s = settings or get_settings()
+    client_id = s.azure.managed_identity_client_id
+    if client_id:
+        return DefaultAzureCredential(managed_identity_client_id=client_id)
+    return DefaultAzureCredential()
+
+
+def blob_service(settings: Settings | None = None) -> BlobServiceClient:
+    """A Blob service client for the configured profile."""
+    from azure.storage.blob import BlobServiceClient
+
+    s = settings or get_settings()
+    if s.profile == "local":
+        return BlobServiceClient.from_connection_string(s.blob_connection_string())
+    return BlobServiceClient(account_url=s.blob_account_url, credential=credential(s))
+
+
+def container(name: str, settings: Settings | None = None, *, create: bool = False) -> ContainerClient:
+    """A container client; with ``create=True`` the container is created when missing."""
+    from azure.core.exceptions import ResourceExistsError
+
+    client = blob_service(settings).get_container_client(name)
+    if create:
+        try:
+            client.create_container()
+        except ResourceExistsError:
+            pass
+    return client
+
+
+def lake_container(settings: Settings | None = None, *, create: bool = False) -> ContainerClient:
+    """The container that holds the Parquet lake."""
+    s = settings or get_settings()
+    return container(s.storage.lake_container, s, create=create)

@@ -1,0 +1,184 @@
+"""The ``tickcast`` command: the user's entry point to the local stack (and, later, the pipeline).
+
+Commands stay thin: they read settings, call into ``tickcast.stack`` and print with rich.
+Heavy libraries are imported inside the commands that need them, so ``tickcast --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tickcast.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="tickcast: stock-price MLOps pipeline.")
+stack_app = typer.Typer(no_args_is_help=True, help="The stack definition (local/stack.toml).")
+app.add_typer(stack_app, name="stack")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _supervisor(settings: Settings):  # type: ignore[no-untyped-def]
+    from tickcast.stack.supervisor import Supervisor
+
+    return Supervisor(settings, report=lambda msg: console.print(f"  {msg}"))
+
+
+def _fmt_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _print_status(statuses: list) -> bool:  # type: ignore[type-arg]
+    table = Table(title="tickcast local stack")
+    for col in ("service", "URL", "PID", "healthy", "uptime", "detail"):
+        table.add_column(col)
+    for st in statuses:
+        mark = "[green]yes[/green]" if st.healthy else ("[red]no[/red]" if st.state == "running" else "[dim]no[/dim]")
+        table.add_row(st.name, st.url, str(st.pid or "-"), mark, _fmt_uptime(st.uptime_s), st.detail)
+    console.print(table)
+    return all(st.healthy for st in statuses)
+
+
+@app.command()
+def up(
+    services: Annotated[list[str] | None, typer.Argument(help="only these services (and their dependencies)")] = None,
+) -> None:
+    """Install what is missing, start the local stack and wait until every service is healthy."""
+    from tickcast.stack.install import InstallError
+    from tickcast.stack.supervisor import StackError
+
+    settings = _settings()
+    console.print(f"[bold]tickcast up[/bold]  (home {settings.stack.resolved_home()})")
+    t0 = time.monotonic()
+    try:
+        statuses = _supervisor(settings).up(services)
+    except (StackError, InstallError) as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    healthy = _print_status(statuses)
+    console.print(f"stack up in {time.monotonic() - t0:.1f}s")
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def down() -> None:
+    """Stop every service this stack started, with all their child processes."""
+    settings = _settings()
+    t0 = time.monotonic()
+    stopped = _supervisor(settings).down()
+    console.print(f"stopped {len(stopped)} service(s) in {time.monotonic() - t0:.1f}s" if stopped else "nothing running")
+
+
+@app.command()
+def status() -> None:
+    """A table of the stack: service, URL, PID, healthy, uptime. Exit 1 when something is unhealthy."""
+    settings = _settings()
+    if not _print_status(_supervisor(settings).status()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    service: Annotated[str, typer.Argument(help="service name, e.g. airflow")],
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing new lines")] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="lines to show")] = 50,
+) -> None:
+    """Show a service's log."""
+    from tickcast.stack.definition import load_stack
+    from tickcast.stack.supervisor import tail
+
+    settings = _settings()
+    known = list(load_stack())
+    if service not in known:
+        err_console.print(f"[red]unknown service {service!r}; known: {', '.join(known)}[/red]")
+        raise typer.Exit(2)
+    path = _supervisor(settings).log_path(service)
+    console.print(tail(path, lines), markup=False, highlight=False)
+    if follow and path.is_file():
+        with path.open("r", encoding="utf-8", errors="replace") as f:
+            f.seek(0, 2)
+            try:
+                while True:
+                    line = f.readline()
+                    if line:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
+                    else:
+                        time.sleep(0.25)
+            except KeyboardInterrupt:
+                pass
+
+
+@app.command()
+def doctor() -> None:
+    """Check this machine for what the stack needs; every problem comes with its fix."""
+    from tickcast.stack.doctor import run_checks
+
+    settings = _settings()
+    table = Table(title="tickcast doctor")
+    for col in ("check", "ok", "finding", "fix"):
+        table.add_column(col)
+    results = run_checks(settings)
+    for r in results:
+        table.add_row(r.name, "[green]yes[/green]" if r.ok else "[red]no[/red]", r.finding, r.fix or "")
+    console.print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reset(yes: Annotated[bool, typer.Option("--yes", help="really delete local data")] = False) -> None:
+    """Stop the stack and delete its data, logs and PID files (installed packages are kept)."""
+    settings = _settings()
+    if not yes:
+        err_console.print(
+            f"[red]reset deletes everything under {settings.stack.resolved_home()}/{{data,logs,run}}; "
+            "run `tickcast reset --yes` to confirm[/red]"
+        )
+        raise typer.Exit(2)
+    for path in _supervisor(settings).reset():
+        console.print(f"  removed {path}")
+
+
+@stack_app.command("compose")
+def stack_compose(
+    output: Annotated[Path, typer.Option(help="file to write")] = Path("docker-compose.local.yml"),
+    check: Annotated[bool, typer.Option("--check", help="fail if the file differs instead of writing")] = False,
+) -> None:
+    """Write docker-compose.local.yml from local/stack.toml (or check that it is current)."""
+    from tickcast.stack.compose import render_compose
+
+    text = render_compose(_settings())
+    if check:
+        current = output.read_text(encoding="utf-8") if output.is_file() else ""
+        if current != text:
+            err_console.print(f"[red]{output} is out of date: run `tickcast stack compose`[/red]")
+            raise typer.Exit(1)
+        console.print(f"{output} is current")
+        return
+    output.write_text(text, encoding="utf-8")
+    console.print(f"wrote {output}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,257 @@
+"""Every setting tickcast reads, in one place.
+
+Values come from environment variables prefixed ``TICKCAST_`` (nested groups use ``__``,
+e.g. ``TICKCAST_STACK__KAFKA_PORT``), then from a ``.env`` file in the working directory,
+then from the defaults below. Two profiles:
+
+* ``local`` (default): every endpoint is derived from the local stack's host and ports;
+  Blob is reached with Azurite's well-known development connection string.
+* ``cloud``: endpoints come from the ARM deployment outputs and every Azure client
+  authenticates with ``DefaultAzureCredential`` (managed identity). Account keys, SAS
+  tokens and connection strings are refused in this profile.
+
+``load_settings()`` turns any wrong or missing value into a :class:`SettingsError` whose
+message names the environment variable and says what to set.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TICKCAST_"
+NESTED_DELIMITER = "__"
+
+# Azurite's published development account (documented by Microsoft; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # noqa: S105
+
+# The checkout this package runs from (src layout: src/tickcast/settings.py -> repo root).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(Exception):
+    """A configuration value is wrong or missing; the message says which variable to set."""
+
+
+def env_name(*loc: str | int) -> str:
+    """The environment variable that sets the field at ``loc`` (e.g. ``("stack", "kafka_port")``)."""
+    return ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in loc)
+
+
+class StackSettings(BaseModel):
+    """Where the local stack lives and listens (profile ``local`` only)."""
+
+    home: Path = Field(
+        PROJECT_ROOT / ".tickcast", description="directory for the stack's data, logs and PID files"
+    )
+    cache: Path = Field(
+        PROJECT_ROOT / ".tickcast" / "cache", description="directory for installed service packages (Node, ...)"
+    )
+    host: str = Field("127.0.0.1", description="loopback address the local services bind to")
+    azurite_port: int = Field(10000, ge=1, le=65535, description="TCP port of Azurite's Blob service")
+    kafka_port: int = Field(9092, ge=1, le=65535, description="TCP port of the Kafka-protocol broker")
+    mlflow_port: int = Field(5000, ge=1, le=65535, description="TCP port of the MLflow tracking server")
+    airflow_port: int = Field(8080, ge=1, le=65535, description="TCP port of the Airflow API server and UI")
+    start_timeout_s: float = Field(120.0, gt=0, description="seconds to wait for one service to become healthy")
+    stop_timeout_s: float = Field(10.0, gt=0, description="seconds to wait after SIGTERM before SIGKILL")
+
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    def resolved_cache(self) -> Path:
+        return self.cache.expanduser().resolve()
+
+
+class StorageSettings(BaseModel):
+    """The Blob account that holds the lake and MLflow's artifacts."""
+
+    account_url: str | None = Field(
+        None,
+        description="Blob endpoint, e.g. https://<account>.blob.core.windows.net "
+        "(ARM output lakeAccountUrl); required in profile cloud",
+    )
+    connection_string: SecretStr | None = Field(
+        None, description="profile local only: overrides the Azurite development connection string"
+    )
+    lake_container: str = Field("lake", min_length=3, description="container of the Parquet lake")
+    mlflow_container: str = Field("mlflow", min_length=3, description="container of MLflow artifacts")
+
+
+class KafkaSettings(BaseModel):
+    """The broker and the topics of the market-data path."""
+
+    bootstrap_servers: str | None = Field(
+        None, description="host:port[,host:port]; derived from the stack in profile local, required in cloud"
+    )
+    bars_topic: str = Field("market.bars.1m", description="topic of validated 1-minute bars")
+    dlq_topic: str = Field("market.bars.1m.dlq", description="dead-letter topic for undecodable bars")
+    partitions: int = Field(3, ge=1, description="partitions per topic, created up front")
+    consumer_group: str = Field("tickcast-ingest", description="consumer group of the lake ingest job")
+
+
+class MlflowSettings(BaseModel):
+    """The tracking server and the registered model."""
+
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URL; derived from the stack in profile local, required in cloud"
+    )
+    model_name: str = Field("tickcast-lstm-attention", description="registered model name")
+
+
+class AirflowSettings(BaseModel):
+    """The local Airflow 3 standalone instance."""
+
+    parallelism: int = Field(4, ge=1, description="AIRFLOW__CORE__PARALLELISM for the local scheduler")
+
+
+class AzureSettings(BaseModel):
+    """Identity used in profile ``cloud``."""
+
+    managed_identity_client_id: str | None = Field(
+        None, description="client ID of a user-assigned managed identity; unset = system-assigned"
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    profile: Literal["local", "cloud"] = Field("local", description="local (the process stack) or cloud (Azure)")
+    symbols: list[str] = Field(
+        default_factory=lambda: ["SPY", "IBM", "AIG", "BAC"],
+        description='symbols to ingest and serve, as JSON, e.g. ["SPY","IBM"]',
+    )
+    stack: StackSettings = Field(default_factory=StackSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    azure: AzureSettings = Field(default_factory=AzureSettings)
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> Settings:
+        problems: list[str] = []
+        if self.profile == "cloud":
+            required = {
+                env_name("storage", "account_url"): self.storage.account_url,
+                env_name("kafka", "bootstrap_servers"): self.kafka.bootstrap_servers,
+                env_name("mlflow", "tracking_uri"): self.mlflow.tracking_uri,
+            }
+            for var, value in required.items():
+                if not value:
+                    problems.append(f"{var} is required when TICKCAST_PROFILE=cloud: set it from the ARM outputs")
+            if self.storage.connection_string is not None:
+                problems.append(
+                    f"{env_name('storage', 'connection_string')} must not be set when TICKCAST_PROFILE=cloud: "
+                    "the cloud profile authenticates with managed identity; unset it"
+                )
+            if self.storage.account_url and not self.storage.account_url.startswith("https://"):
+                problems.append(f"{env_name('storage', 'account_url')} must be an https:// URL in profile cloud")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # --- endpoints, derived once here so no other module builds a URL by hand -------------------
+
+    @property
+    def blob_account_url(self) -> str:
+        if self.storage.account_url:
+            return self.storage.account_url.rstrip("/")
+        return f"http://{self.stack.host}:{self.stack.azurite_port}/{AZURITE_ACCOUNT}"
+
+    def blob_connection_string(self) -> str:
+        """Azurite's connection string (profile local only)."""
+        if self.profile != "local":
+            raise SettingsError("connection strings are refused in profile cloud; use managed identity")
+        if self.storage.connection_string is not None:
+            return self.storage.connection_string.get_secret_value()
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={self.blob_account_url};"
+        )
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers or f"{self.stack.host}:{self.stack.kafka_port}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"http://{self.stack.host}:{self.stack.mlflow_port}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{self.stack.host}:{self.stack.airflow_port}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as TICKCAST_* variables, so child processes (services, DAG tasks) see the same."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: tuple[str, ...], value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk((*prefix, k), v)
+            elif value is not None:
+                out[env_name(*prefix)] = json.dumps(value) if isinstance(value, list) else str(value)
+
+        data = self.model_dump(mode="python")
+        secret = self.storage.connection_string
+        data["storage"]["connection_string"] = secret.get_secret_value() if secret else None
+        walk((), data)
+        return out
+
+
+def _describe(loc: tuple[str | int, ...]) -> str:
+    """The field description at ``loc``, used to say what to set."""
+    model: Any = Settings
+    info = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return ""
+        info = fields[part]
+        model = info.annotation
+    return info.description or "" if info is not None else ""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = ["tickcast configuration is invalid:"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if isinstance(p, str | int))
+        msg = e["msg"].removeprefix("Value error, ")
+        if loc:
+            var = env_name(*loc)
+            got = e.get("input")
+            shown = f"={got!r}" if isinstance(got, str | int | float) else ""
+            hint = _describe(loc)
+            lines.append(f"  {var}{shown}: {msg}." + (f" Set it to the {hint}." if hint else ""))
+        else:
+            lines.extend(f"  {part.strip()}" for part in msg.split("; "))
+    return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the configuration, or raise :class:`SettingsError` naming what to fix."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise SettingsError(format_validation_error(err)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return load_settings()

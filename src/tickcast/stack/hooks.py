@@ -1,0 +1,47 @@
+"""Named steps that stack.toml runs around a service's start (``before_start`` / ``on_ready``).
+
+Each hook is idempotent: running ``up`` twice creates nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tickcast.settings import Settings
+
+
+def create_containers(settings: Settings) -> None:
+    """The lake container and MLflow's artifact container in Blob."""
+    from tickcast.azure import container
+
+    for name in (settings.storage.lake_container, settings.storage.mlflow_container):
+        container(name, settings, create=True)
+
+
+def create_topics(settings: Settings) -> None:
+    """The bars topic and its dead-letter topic, with explicit partitions (no auto-creation)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(name=t, num_partitions=settings.kafka.partitions, replication_factor=1)
+            for t in (settings.kafka.bars_topic, settings.kafka.dlq_topic)
+            if t not in existing
+        ]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+HOOKS: dict[str, Callable[[Settings], None]] = {
+    "create_containers": create_containers,
+    "create_topics": create_topics,
+}

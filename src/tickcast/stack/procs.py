@@ -1,0 +1,165 @@
+"""Process bookkeeping for the stack: PID files, liveness, port owners and process-tree shutdown.
+
+A PID file (``<home>/run/<service>.json``) records the PID *and* the process's creation time, so a
+recycled PID is never mistaken for our service (a "stale" PID file). Stopping a service signals its
+whole tree: the process group it was started in plus every descendant found before signalling,
+so nothing it spawned is left behind, and nothing that we did not start is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    service: str
+    pid: int
+    create_time: float
+    port: int
+    command: list[str]
+    started_at: float
+
+
+class PidFile:
+    """The PID file of one service under ``<home>/run``."""
+
+    def __init__(self, home: Path, service: str) -> None:
+        self.path = home / "run" / f"{service}.json"
+        self.service = service
+
+    def read(self) -> PidRecord | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return PidRecord(**data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError):
+            return None  # unreadable -> treated like a stale file by the caller
+
+    def write(self, record: PidRecord) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record)), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+
+def live_process(record: PidRecord) -> psutil.Process | None:
+    """The process a PID record describes, or None if it has exited or the PID was reused."""
+    try:
+        proc = psutil.Process(record.pid)
+        if abs(proc.create_time() - record.create_time) > 1.0:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True when something accepts connections on host:port (or the port cannot be bound)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        if s.connect_ex((host, port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def port_owner(port: int) -> str | None:
+    """'pid N (name)' of the process listening on ``port``, when the OS lets us see it."""
+    try:
+        conns = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, PermissionError):
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            try:
+                proc = psutil.Process(c.pid)
+                return f"pid {c.pid} ({' '.join(proc.cmdline()[:3]) or proc.name()})"
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                return f"pid {c.pid}"
+    return None
+
+
+def process_tree(proc: psutil.Process) -> list[psutil.Process]:
+    """The process, its descendants, and every member of its process group."""
+    tree = {proc.pid: proc}
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        for child in proc.children(recursive=True):
+            tree[child.pid] = child
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    if pgid is not None and pgid == proc.pid:  # we made it a group leader at start
+        for p in psutil.process_iter(["pid"]):
+            with contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess):
+                if p.pid not in tree and os.getpgid(p.pid) == pgid:
+                    tree[p.pid] = p
+    return list(tree.values())
+
+
+def terminate_trees(trees: list[tuple[list[psutil.Process], float]]) -> list[psutil.Process]:
+    """SIGTERM every process of every tree; SIGKILL what is left of a tree after its grace period.
+
+    ``trees`` pairs each process tree with its grace period in seconds. All trees are signalled at
+    once, so stopping the stack takes as long as its slowest service, not their sum. Returns the
+    processes that had to be killed.
+    """
+    for tree, _ in trees:
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                p.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    pending = [(list(tree), grace) for tree, grace in trees]
+    killed: list[psutil.Process] = []
+    while pending:
+        still = []
+        for tree, grace in pending:
+            alive = [p for p in tree if _alive(p)]
+            if not alive:
+                continue
+            if time.monotonic() - start >= grace:
+                for p in alive:
+                    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                        p.kill()
+                killed.extend(alive)
+                psutil.wait_procs(alive, timeout=5)
+                continue
+            still.append((alive, grace))
+        pending = still
+        if pending:
+            psutil.wait_procs([p for tree, _ in pending for p in tree], timeout=0.1)
+    return killed
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def uptime(record: PidRecord) -> float:
+    return max(0.0, time.time() - record.started_at)
