@@ -233,8 +233,8 @@ def render(spec: ServiceSpec, settings: Settings, context: dict[str, str] | None
     )
 
 
-def rendered_stack(settings: Settings) -> list[RenderedService]:
+def rendered_stack(settings: Settings, specs: dict[str, ServiceSpec] | None = None) -> list[RenderedService]:
     """Every service, rendered, in start order."""
-    specs = load_stack()
+    specs = specs if specs is not None else load_stack()
     ctx = process_context(settings)
     return [render(specs[name], settings, ctx) for name in topological_order(specs)]

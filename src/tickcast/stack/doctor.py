@@ -24,8 +24,8 @@ class Check:
 
 def _python() -> Check:
     v = sys.version_info
-    ok = (3, 11) <= (v.major, v.minor) < (3, 13)
-    return Check("python", ok, sys.version.split()[0], None if ok else "install Python 3.11 or 3.12")
+    ok = (3, 11) <= (v.major, v.minor) < (3, 14)
+    return Check("python", ok, sys.version.split()[0], None if ok else "install Python 3.11, 3.12 or 3.13")
 
 
 def _binary(name: str, path_fn: object, version_args: list[str]) -> Check:

@@ -27,7 +27,13 @@ import psutil
 
 from tickcast.settings import Settings
 from tickcast.stack import health, hooks, install, procs
-from tickcast.stack.definition import RenderedService, load_stack, rendered_stack, topological_order
+from tickcast.stack.definition import (
+    RenderedService,
+    ServiceSpec,
+    load_stack,
+    rendered_stack,
+    topological_order,
+)
 
 POLL_INTERVAL_S = 0.2
 LOG_TAIL_LINES = 30
@@ -83,8 +89,11 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 class Supervisor:
     """Drives the process stack for one settings object (one home directory, one set of ports)."""
 
-    def __init__(self, settings: Settings, report: Reporter | None = None) -> None:
+    def __init__(
+        self, settings: Settings, report: Reporter | None = None, specs: dict[str, ServiceSpec] | None = None
+    ) -> None:
         self.settings = settings
+        self.specs = specs if specs is not None else load_stack()
         self.home = settings.stack.resolved_home()
         self.report: Reporter = report or (lambda _msg: None)
         self._services: dict[str, RenderedService] | None = None
@@ -94,7 +103,7 @@ class Supervisor:
     @property
     def services(self) -> dict[str, RenderedService]:
         if self._services is None:
-            self._services = {s.name: s for s in rendered_stack(self.settings)}
+            self._services = {s.name: s for s in rendered_stack(self.settings, self.specs)}
         return self._services
 
     def log_path(self, name: str) -> Path:
@@ -105,7 +114,7 @@ class Supervisor:
 
     def _select(self, only: Iterable[str] | None) -> list[str]:
         """The requested services plus everything they depend on, in start order."""
-        specs = load_stack()
+        specs = self.specs
         order = topological_order(specs)
         if not only:
             return order

@@ -1,0 +1,45 @@
+# tickcast entry points. On a fresh machine use ./just (it installs uv, just and .venv first).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bin := justfile_directory() / ".venv/bin"
+
+# list the recipes
+default:
+    @{{just_executable()}} --justfile {{justfile()}} --list --unsorted
+
+# bring the local stack up (installs what is missing) and wait until every service is healthy
+up: _bootstrap
+    {{bin}}/tickcast up
+
+# stop every service of the local stack, children included
+down: _bootstrap
+    {{bin}}/tickcast down
+
+# a table of the local stack: service, URL, PID, healthy, uptime
+status: _bootstrap
+    {{bin}}/tickcast status
+
+# the whole test suite: unit, then integration (starts its own stack on free ports)
+test *args: _bootstrap
+    {{bin}}/pytest tests {{args}}
+
+# unit tests only (no services)
+test-unit *args: _bootstrap
+    {{bin}}/pytest tests/unit {{args}}
+
+# integration tests only (against the real local services)
+test-integration *args: _bootstrap
+    {{bin}}/pytest tests/integration {{args}}
+
+# ruff (lint + format check) and mypy --strict
+lint: _bootstrap
+    {{bin}}/ruff check .
+    {{bin}}/ruff format --check .
+    {{bin}}/mypy
+
+# stack startup benchmark: cold and warm time to healthy, down time, RSS per service
+bench-stack: _bootstrap
+    {{bin}}/python bench/stack_startup.py
+
+_bootstrap:
+    @local/bootstrap.sh

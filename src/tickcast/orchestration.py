@@ -1,0 +1,78 @@
+"""A small client for the Airflow 3 REST API (``/api/v2``): DAGs, import errors, triggering and waiting.
+
+The local Airflow runs with the simple auth manager in all-admins mode, so no token is needed there;
+for a secured Airflow pass ``token``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from tickcast.settings import Settings, get_settings
+
+TERMINAL_STATES = {"success", "failed"}
+
+
+class AirflowError(Exception):
+    """The Airflow API refused a request or a run did not finish as expected."""
+
+
+class AirflowClient:
+    def __init__(self, settings: Settings | None = None, token: str | None = None, timeout_s: float = 10.0) -> None:
+        s = settings or get_settings()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=f"{s.airflow_url}/api/v2", headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._http.request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            raise AirflowError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def dag_ids(self) -> list[str]:
+        return sorted(d["dag_id"] for d in self._call("GET", "/dags", params={"limit": 1000})["dags"])
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/importErrors", params={"limit": 1000})["import_errors"])
+
+    def unpause(self, dag_id: str) -> None:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        body = {"logical_date": None, "conf": conf or {}}
+        return str(self._call("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def wait_for_dag(self, dag_id: str, timeout_s: float = 60.0) -> None:
+        """Poll until the DAG processor has parsed ``dag_id`` (or raise with the import errors)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if dag_id in self.dag_ids():
+                return
+            time.sleep(0.5)
+        raise AirflowError(f"DAG {dag_id!r} not parsed within {timeout_s:.0f}s; import errors: {self.import_errors()}")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 120.0) -> str:
+        """Poll a run until it ends; returns its final state."""
+        deadline = time.monotonic() + timeout_s
+        state = "unknown"
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in TERMINAL_STATES:
+                return state
+            time.sleep(0.5)
+        raise AirflowError(f"run {run_id} of {dag_id} still {state!r} after {timeout_s:.0f}s")

@@ -1,0 +1,93 @@
+"""Suite-wide fixtures.
+
+Network guard: no test may reach Azure. An autouse, session-wide fixture patches
+``socket.getaddrinfo``, ``socket.gethostbyname`` and ``socket.socket.connect``/``connect_ex`` so
+that resolving or connecting to the instance-metadata service (169.254.169.254, which managed
+identity probes) or any ``*.windows.net``, ``*.azure.com``, ``*.microsoftonline.com`` or
+``*.azure.net`` host fails at once with :class:`BlockedNetworkError` naming the host, instead of
+hanging on an IMDS probe or talking to a real tenant. Each blocked attempt is recorded in
+``network_guard.blocked`` so a test can assert that nothing tried. It covers this Python process
+only; the child processes tests start (Azurite, fake services) listen on loopback.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+BLOCKED_ADDRESSES = frozenset({"169.254.169.254", "::ffff:169.254.169.254"})
+BLOCKED_SUFFIXES = ("windows.net", "azure.com", "microsoftonline.com", "azure.net")
+
+
+class BlockedNetworkError(ConnectionRefusedError):
+    """A test tried to reach Azure or the instance-metadata service."""
+
+
+def is_blocked_host(host: object) -> bool:
+    """True for IMDS and for any host under one of the Azure / Entra ID domains."""
+    if isinstance(host, bytes):
+        host = host.decode("idna", errors="replace")
+    if not isinstance(host, str):
+        return False
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name in BLOCKED_ADDRESSES:
+        return True
+    return any(name == suffix or name.endswith("." + suffix) for suffix in BLOCKED_SUFFIXES)
+
+
+class NetworkGuard:
+    """Records and refuses connections to Azure hosts (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.blocked: list[str] = []
+
+    def check(self, host: object, what: str) -> None:
+        if is_blocked_host(host):
+            self.blocked.append(f"{what} {host!r}")
+            raise BlockedNetworkError(
+                f"tests must not reach Azure: {what} {host!r} was blocked by the network guard in "
+                "tests/conftest.py (use a fake on 127.0.0.1 instead)"
+            )
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        guard = self
+        real_getaddrinfo = socket.getaddrinfo
+        real_gethostbyname = socket.gethostbyname
+        real_connect = socket.socket.connect
+        real_connect_ex = socket.socket.connect_ex
+
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            guard.check(host, "resolving")
+            return real_getaddrinfo(host, *args, **kwargs)
+
+        def gethostbyname(host: str) -> str:
+            guard.check(host, "resolving")
+            return real_gethostbyname(host)
+
+        def address_host(address: Any) -> object:
+            return address[0] if isinstance(address, tuple) and address else None
+
+        def connect(self: socket.socket, address: Any) -> None:
+            guard.check(address_host(address), "connecting to")
+            real_connect(self, address)
+
+        def connect_ex(self: socket.socket, address: Any) -> int:
+            guard.check(address_host(address), "connecting to")
+            return real_connect_ex(self, address)
+
+        mp.setattr(socket, "getaddrinfo", getaddrinfo)
+        mp.setattr(socket, "gethostbyname", gethostbyname)
+        mp.setattr(socket.socket, "connect", connect)
+        mp.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_guard() -> Iterator[NetworkGuard]:
+    """Active for every test; request it by name to inspect ``blocked``."""
+    guard = NetworkGuard()
+    with pytest.MonkeyPatch.context() as mp:
+        guard.install(mp)
+        yield guard

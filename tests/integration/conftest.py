@@ -1,0 +1,151 @@
+"""The real local stack for integration tests, started once per test session.
+
+Which flavour runs is decided once and printed in pytest's header:
+* a Docker engine answers -> docker-compose.local.yml through testcontainers (set
+  TICKCAST_TEST_STACK=processes to force the process stack anyway);
+* otherwise -> the process stack, supervised by tickcast itself, in a temporary home on free ports,
+  so it never touches a developer's own stack.
+
+At the end of the session the stack is stopped and the teardown fails if any process it started
+(or any of their children) is still alive.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tickcast.settings import Settings, get_settings, load_settings
+
+_choice: tuple[str, str] | None = None
+
+
+def stack_flavour() -> tuple[str, str]:
+    """('processes' | 'containers', reason) — decided once per session."""
+    global _choice
+    if _choice is None:
+        forced = os.environ.get("TICKCAST_TEST_STACK")
+        if forced == "processes":
+            _choice = ("processes", "TICKCAST_TEST_STACK=processes")
+        else:
+            from tests.integration.containers import docker_available
+
+            ok, reason = docker_available()
+            _choice = ("containers", reason) if ok else ("processes", reason)
+    return _choice
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    flavour, reason = stack_flavour()
+    return f"tickcast integration stack: {flavour} ({reason})"
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at a running, healthy stack (exported as TICKCAST_* for child processes too)."""
+    flavour, _ = stack_flavour()
+    saved = dict(os.environ)
+    if flavour == "containers":
+        from tests.integration.containers import start_compose_stack
+
+        settings = load_settings(_env_file=None)
+        handle = start_compose_stack()
+        os.environ.update(settings.to_env())
+        get_settings.cache_clear()
+        try:
+            yield settings
+        finally:
+            handle.stop()
+            os.environ.clear()
+            os.environ.update(saved)
+            get_settings.cache_clear()
+        return
+
+    from tickcast.stack.supervisor import Supervisor
+
+    home = tmp_path_factory.mktemp("stack")
+    azurite, kafka, mlflow, airflow = free_ports(4)
+    settings = load_settings(
+        _env_file=None,
+        stack={
+            "home": home,
+            "azurite_port": azurite,
+            "kafka_port": kafka,
+            "mlflow_port": mlflow,
+            "airflow_port": airflow,
+            "start_timeout_s": 240,
+        },
+    )
+    os.environ.update(settings.to_env())
+    get_settings.cache_clear()
+    log: list[str] = []
+    sup = Supervisor(settings, report=log.append)
+    t0 = time.monotonic()
+    try:
+        sup.up()
+    except Exception:
+        sup.down()
+        raise
+    print(f"\nstack healthy in {time.monotonic() - t0:.1f}s: " + "; ".join(log))
+    try:
+        yield settings
+    finally:
+        started = _stack_processes(sup)
+        sup.down()
+        leftovers = [p for p in started if _alive(p)]
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        assert not leftovers, f"down left processes behind: {[_describe(p) for p in leftovers]}"
+
+
+def _stack_processes(sup: object) -> list[psutil.Process]:
+    from tickcast.stack import procs
+    from tickcast.stack.supervisor import Supervisor
+
+    assert isinstance(sup, Supervisor)
+    out: list[psutil.Process] = []
+    for name in sup.services:
+        record = sup.pid_file(name).read()
+        proc = procs.live_process(record) if record else None
+        if proc is not None:
+            out.extend(procs.process_tree(proc))
+    return out
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _describe(p: psutil.Process) -> str:
+    try:
+        return f"{p.pid} {' '.join(p.cmdline()[:3])}"
+    except psutil.Error:
+        return str(p.pid)
+
+
+@pytest.fixture(scope="session")
+def stack_home(stack: Settings) -> Path:
+    return stack.stack.resolved_home()

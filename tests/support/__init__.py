@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: fake services and emulators started on loopback."""
