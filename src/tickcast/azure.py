@@ -10,6 +10,7 @@ Every other module asks here for its clients, so swapping Azurite for real Blob 
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 from tickcast.settings import Settings, get_settings
@@ -46,10 +47,8 @@ def container(name: str, settings: Settings | None = None, *, create: bool = Fal
 
     client = blob_service(settings).get_container_client(name)
     if create:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             client.create_container()
-        except ResourceExistsError:
-            pass
     return client
 
 

@@ -29,7 +29,7 @@ NESTED_DELIMITER = "__"
 
 # Azurite's published development account (documented by Microsoft; not a secret).
 AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # noqa: S105
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 # The checkout this package runs from (src layout: src/tickcast/settings.py -> repo root).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +58,7 @@ class StackSettings(BaseModel):
     kafka_port: int = Field(9092, ge=1, le=65535, description="TCP port of the Kafka-protocol broker")
     mlflow_port: int = Field(5000, ge=1, le=65535, description="TCP port of the MLflow tracking server")
     airflow_port: int = Field(8080, ge=1, le=65535, description="TCP port of the Airflow API server and UI")
+    yahoo_port: int = Field(8765, ge=1, le=65535, description="TCP port of the Yahoo chart-API emulator")
     start_timeout_s: float = Field(120.0, gt=0, description="seconds to wait for one service to become healthy")
     stop_timeout_s: float = Field(10.0, gt=0, description="seconds to wait after SIGTERM before SIGKILL")
 
@@ -104,6 +105,38 @@ class MlflowSettings(BaseModel):
     model_name: str = Field("tickcast-lstm-attention", description="registered model name")
 
 
+class YahooSettings(BaseModel):
+    """The Yahoo chart-API source (the real one, or the emulator in profile local)."""
+
+    base_url: str | None = Field(
+        None, description="chart API base URL, e.g. https://query1.finance.yahoo.com; derived from the stack in local"
+    )
+    timeout_s: float = Field(10.0, gt=0, description="seconds before one chart request times out")
+    retries: int = Field(5, ge=0, description="retries of a failed chart request (exponential backoff with jitter)")
+    backoff_s: float = Field(0.5, gt=0, description="first backoff delay in seconds (doubles per retry)")
+    backoff_max_s: float = Field(30.0, gt=0, description="longest backoff delay in seconds")
+
+
+class EmulatorSettings(BaseModel):
+    """The Yahoo chart-API emulator (emulators/yahoo)."""
+
+    mode: Literal["synthetic", "tape"] = Field("synthetic", description="synthetic market or tape replay")
+    seed: int = Field(7, description="seed of the synthetic market (same seed, same prices)")
+    phi: dict[str, float] = Field(
+        default_factory=dict, description='AR(1) coefficient of 1-minute log returns per symbol, JSON e.g. {"SPY":0.3}'
+    )
+    default_phi: float = Field(0.3, gt=-1, lt=1, description="AR(1) coefficient for symbols not in phi")
+    tape_dir: Path = Field(
+        PROJECT_ROOT.parent / "shared" / "data" / "tape", description="directory of SYMBOL.csv.gz tape files"
+    )
+    clock_start: str = Field(
+        "session",
+        description="emulator clock at start: 'session' (inside the latest regular session), 'now', "
+        "or an ISO-8601 UTC time",
+    )
+    clock_speed: float = Field(1.0, ge=0, description="emulated seconds per real second (0 = frozen)")
+
+
 class AirflowSettings(BaseModel):
     """The local Airflow 3 standalone instance."""
 
@@ -140,6 +173,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    yahoo: YahooSettings = Field(default_factory=YahooSettings)
+    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
 
     @model_validator(mode="after")
@@ -193,6 +228,14 @@ class Settings(BaseSettings):
         return self.mlflow.tracking_uri or f"http://{self.stack.host}:{self.stack.mlflow_port}"
 
     @property
+    def yahoo_base_url(self) -> str:
+        if self.yahoo.base_url:
+            return self.yahoo.base_url.rstrip("/")
+        if self.profile == "cloud":
+            return "https://query1.finance.yahoo.com"
+        return f"http://{self.stack.host}:{self.stack.yahoo_port}"
+
+    @property
     def airflow_url(self) -> str:
         return f"http://{self.stack.host}:{self.stack.airflow_port}"
 
@@ -201,17 +244,23 @@ class Settings(BaseSettings):
         out: dict[str, str] = {}
 
         def walk(prefix: tuple[str, ...], value: Any) -> None:
-            if isinstance(value, dict):
+            if isinstance(value, dict) and prefix and prefix[-1] not in _DICT_FIELDS:
+                for k, v in value.items():
+                    walk((*prefix, k), v)
+            elif isinstance(value, dict) and not prefix:
                 for k, v in value.items():
                     walk((*prefix, k), v)
             elif value is not None:
-                out[env_name(*prefix)] = json.dumps(value) if isinstance(value, list) else str(value)
+                out[env_name(*prefix)] = json.dumps(value) if isinstance(value, list | dict) else str(value)
 
         data = self.model_dump(mode="python")
         secret = self.storage.connection_string
         data["storage"]["connection_string"] = secret.get_secret_value() if secret else None
         walk((), data)
         return out
+
+
+_DICT_FIELDS = {"phi"}  # dict-valued settings travel as one JSON variable
 
 
 def _describe(loc: tuple[str | int, ...]) -> str:

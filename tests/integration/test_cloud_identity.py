@@ -92,9 +92,7 @@ def recorder(seen: list[tuple[str, str | None, int]]) -> Callable[[PipelineRespo
 
     def hook(response: PipelineResponse[Any, Any]) -> None:
         request = response.http_request
-        seen.append(
-            (request.method, request.headers.get("Authorization"), response.http_response.status_code)
-        )
+        seen.append((request.method, request.headers.get("Authorization"), response.http_response.status_code))
 
     return hook
 
@@ -131,8 +129,9 @@ def test_cloud_profile_round_trip_uses_managed_identity(
     for req in identity.requests:
         assert (req.status, req.api_version, req.resource) == (200, API_VERSION, STORAGE_RESOURCE)
         assert req.identity_header == identity.secret
-    # the client caches the token: one fetch served all four calls of the first client
-    assert len(identity.issued) <= 2
+    # each DefaultAzureCredential caches its token: one fetch for the four calls of the first client,
+    # one more for the client that container() built
+    assert identity.request_count == 2
 
     # every Blob call carried one of those tokens as a Bearer token (no SharedKey, no SAS)
     assert [s for _, _, s in seen][:2] == [201, 201]
@@ -141,7 +140,7 @@ def test_cloud_profile_round_trip_uses_managed_identity(
         assert auth is not None, f"{method} went out without Authorization"
         scheme, _, token = auth.partition(" ")
         assert scheme == "Bearer"
-        assert token in identity.issued
+        assert token == identity.issued[0]
         assert decode_jwt_claims(token)["aud"] == STORAGE_RESOURCE
         assert status < 300
 
@@ -170,14 +169,17 @@ def test_azurite_refuses_a_bad_token(
         for var, value in idp.env().items():
             monkeypatch.setenv(var, value)
         client = blob_service(cloud_settings(azurite.account_url))
-        with pytest.raises(HttpResponseError) as info:
+        # azure-storage maps Azurite's 403 AuthenticationFailed to ClientAuthenticationError
+        with pytest.raises(ClientAuthenticationError) as info:
             client.create_container(f"bad-{uuid.uuid4().hex[:12]}")
     err = info.value
-    assert isinstance(err, ClientAuthenticationError) or err.status_code in (401, 403)
     assert err.status_code == 403
-    assert err.error_code == "AuthenticationFailed"
+    assert getattr(err, "error_code", None) == "AuthenticationFailed"  # set by azure-storage
     assert detail in str(err)
-    assert idp.request_count >= 1  # the token came from the fake MI endpoint, and Azurite said no
+    # the token came from the fake MI endpoint, carried the bad claim, and Azurite said no
+    assert idp.request_count == 1
+    issued = decode_jwt_claims(idp.issued[0])
+    assert all(issued[k] == v for k, v in claims.items())
 
 
 def test_azurite_refuses_anonymous_requests(azurite: AzuriteHttps, cloud_env: None) -> None:
@@ -196,10 +198,11 @@ def test_wrong_identity_header_fails_without_escaping_the_chain(
     client = blob_service(cloud_settings(azurite.account_url))
     credential = client.credential
     assert isinstance(credential, TokenCredential)
-    with pytest.raises(ClientAuthenticationError, match="DefaultAzureCredential failed"):
-        client.create_container(f"nohdr-{uuid.uuid4().hex[:12]}")
-    assert identity.request_count >= 1
-    assert {r.status for r in identity.requests} == {401}
+    # retry_total=0: Blob's retry policy also retries a failed token fetch (3 times, 15 s backoff)
+    with pytest.raises(ClientAuthenticationError, match="DefaultAzureCredential failed") as info:
+        client.create_container(f"nohdr-{uuid.uuid4().hex[:12]}", retry_total=0)
+    assert "wrong X-IDENTITY-HEADER" in str(info.value)  # the MI endpoint's answer surfaces
+    assert [r.status for r in identity.requests] == [401]
     assert identity.issued == []
     assert network_guard.blocked == blocked_before
 
@@ -244,9 +247,7 @@ def test_network_guard_blocks_imds_and_azure_hosts(network_guard: Any) -> None:
     assert socket.getaddrinfo("127.0.0.1", 80)
 
 
-def test_default_credential_without_identity_fails_fast_on_the_guard(
-    cloud_env: None, network_guard: Any
-) -> None:
+def test_default_credential_without_identity_fails_fast_on_the_guard(cloud_env: None, network_guard: Any) -> None:
     """No MI configured: DefaultAzureCredential's IMDS probe hits the guard instead of hanging."""
     before = len(network_guard.blocked)
     with pytest.raises(ClientAuthenticationError):

@@ -152,9 +152,7 @@ class AzuriteHttps:
                 self.proc.wait(timeout=grace_s)
 
 
-def start_azurite_https(
-    workdir: Path, tls: TlsFiles, *, timeout_s: float = 30.0, attempts: int = 3
-) -> AzuriteHttps:
+def start_azurite_https(workdir: Path, tls: TlsFiles, *, timeout_s: float = 30.0, attempts: int = 3) -> AzuriteHttps:
     """Start Azurite on a free port and return once it answers HTTPS (any HTTP status)."""
     main_js = azurite_main_js()
     node = node_binary()
@@ -172,9 +170,7 @@ def start_azurite_https(
             "--debug", str(run_dir / "azurite-debug.log"),
         ]  # fmt: skip
         with (run_dir / "azurite.out").open("wb") as out:
-            proc = subprocess.Popen(
-                argv, cwd=run_dir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            proc = subprocess.Popen(argv, cwd=run_dir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         az = AzuriteHttps(proc=proc, port=port, workdir=run_dir, tls=tls)
         deadline = time.monotonic() + timeout_s
         exited = False

@@ -153,9 +153,7 @@ class FakeIdentityEndpoint:
                 claims[key] = value
         return claims
 
-    def _answer(
-        self, path: str, query: dict[str, list[str]], header: str | None
-    ) -> tuple[int, dict[str, Any]]:
+    def _answer(self, path: str, query: dict[str, list[str]], header: str | None) -> tuple[int, dict[str, Any]]:
         resource = query.get("resource", [None])[0]
         client_id = query.get("client_id", [None])[0]
         if path != TOKEN_PATH:
@@ -217,7 +215,9 @@ class FakeIdentityEndpoint:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="fake-identity", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-identity", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -22,7 +22,7 @@ SLEEP = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
 class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         self.send_response(200 if self.path == "/health" else 404)
         self.end_headers()
         self.wfile.write(b"OK")

@@ -139,9 +139,7 @@ def _compose_cli_reason() -> str | None:
     if shutil.which("docker") is None:
         return "docker CLI not installed"
     try:
-        proc = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, text=True, timeout=30, check=False
-        )
+        proc = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"`docker compose version` failed: {err}"
     if proc.returncode != 0:

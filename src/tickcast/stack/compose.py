@@ -67,6 +67,8 @@ def _service(spec: ServiceSpec, settings: Settings, base: dict[str, str]) -> dic
     ctx = base | {"port": str(port), "data": DATA_MOUNT}
 
     service: dict[str, Any] = {"image": container.image}
+    if container.user:
+        service["user"] = container.user
     if container.command:
         service["command"] = [_escape(a) for a in shlex.split(fill(container.command, ctx, where))]
     if spec.env:

@@ -31,6 +31,7 @@ class ContainerSpec:
     command: str | None = None
     healthcheck: str | None = None
     volumes: tuple[str, ...] = ()
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def parse_stack(text: str) -> dict[str, ServiceSpec]:
             stop_grace_s=float(body["stop_grace_s"]) if "stop_grace_s" in body else None,
             container=ContainerSpec(
                 image=c["image"], command=c.get("command"), healthcheck=c.get("healthcheck"),
-                volumes=tuple(c.get("volumes", ())),
+                volumes=tuple(c.get("volumes", ())), user=c.get("user"),
             ) if c else None,
         )
     for spec in specs.values():
@@ -179,6 +180,7 @@ def process_context(settings: Settings) -> dict[str, str]:
     s = settings.stack
     return _common_context(settings) | {
         "host": s.host,
+        "public_host": s.host,
         "home": str(s.resolved_home()),
         "cache": str(s.resolved_cache()),
         "repo": str(REPO_ROOT),
@@ -195,7 +197,8 @@ def container_context(settings: Settings) -> dict[str, str]:
     """Placeholder values inside docker-compose: services reach each other by service name."""
     s = settings.stack
     return _common_context(settings) | {
-        "host": "0.0.0.0",  # noqa: S104 - containers listen on all interfaces; ports are published to loopback
+        "host": "0.0.0.0",
+        "public_host": "127.0.0.1",  # what a browser on the host uses to reach a published port
         "home": "/data",
         "cache": "/cache",
         "repo": "/opt/tickcast",

@@ -5,6 +5,7 @@ Each hook is idempotent: running ``up`` twice creates nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from tickcast.settings import Settings
@@ -33,10 +34,8 @@ def create_topics(settings: Settings) -> None:
             if t not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent `up` created it first
                 admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 from tickcast.settings import PROJECT_ROOT, Settings
 from tickcast.stack.definition import node_binary
@@ -73,5 +72,3 @@ def cache_size(settings: Settings) -> int:
     root = settings.stack.resolved_cache()
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 
-
-__all__ = ["InstallError", "ensure_installed", "installed", "cache_size", "Path"]

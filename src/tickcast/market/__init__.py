@@ -1,0 +1,1 @@
+"""Market data: the Bar contract, the Yahoo chart-API client and the Airbyte envelope decoder."""

@@ -1,0 +1,103 @@
+"""The Bar: one closed 1-minute OHLCV bar of one symbol — the contract between source, Kafka and lake.
+
+A bar is rejected (``BarError`` with a reason a person can act on) when a price is not a finite
+positive number, ``high`` is below ``max(open, close)`` or ``low`` above ``min(open, close)``, the
+volume is negative, ``ts`` is not on a minute boundary, or the symbol is not a ticker.
+``ts`` is the START of the minute, in UTC.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-=^]{0,15}$")
+
+
+class BarError(ValueError):
+    """A bar that must not enter the lake; the message says why."""
+
+
+class Bar(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    source: str = "unknown"
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        if not SYMBOL_RE.match(v):
+            raise ValueError(f"symbol {v!r} is not a ticker (upper-case letters, digits, . - = ^; max 16)")
+        return v
+
+    @field_validator("ts")
+    @classmethod
+    def _ts(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("ts has no time zone; send UTC (e.g. 2026-11-25T14:31:00Z)")
+        v = v.astimezone(UTC)
+        if v.second or v.microsecond:
+            raise ValueError(f"ts {v.isoformat()} is not on a minute boundary (bars start at :00 seconds)")
+        return v
+
+    @field_validator("open", "high", "low", "close")
+    @classmethod
+    def _price(cls, v: float) -> float:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"price {v!r} is not a finite positive number")
+        return v
+
+    @field_validator("volume")
+    @classmethod
+    def _volume(cls, v: float) -> float:
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"volume {v!r} is negative or not finite")
+        return v
+
+    @model_validator(mode="after")
+    def _ohlc(self) -> Bar:
+        if self.high < max(self.open, self.close):
+            raise ValueError(f"high {self.high} is below max(open {self.open}, close {self.close})")
+        if self.low > min(self.open, self.close):
+            raise ValueError(f"low {self.low} is above min(open {self.open}, close {self.close})")
+        return self
+
+    @property
+    def epoch(self) -> int:
+        return int(self.ts.timestamp())
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    def to_record(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+def _reason(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_bar(data: dict[str, Any] | bytes | str) -> Bar:
+    """Validate one bar from a dict or JSON; raises ``BarError`` with the reason."""
+    try:
+        if isinstance(data, bytes | str):
+            return Bar.model_validate_json(data)
+        return Bar.model_validate(data)
+    except ValidationError as err:
+        raise BarError(_reason(err)) from None
