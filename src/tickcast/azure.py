@@ -11,6 +11,7 @@ Every other module asks here for its clients, so swapping Azurite for real Blob 
 from __future__ import annotations
 
 import contextlib
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from tickcast.settings import Settings, get_settings
@@ -21,11 +22,18 @@ if TYPE_CHECKING:
 
 
 def credential(settings: Settings | None = None) -> TokenCredential:
-    """The token credential of profile ``cloud`` (managed identity first, via DefaultAzureCredential)."""
+    """The token credential of profile ``cloud`` (managed identity first, via DefaultAzureCredential).
+
+    One credential per identity for the whole process, so its token cache is shared by every client.
+    """
+    s = settings or get_settings()
+    return _credential(s.azure.managed_identity_client_id)
+
+
+@lru_cache(maxsize=4)
+def _credential(client_id: str | None) -> TokenCredential:
     from azure.identity import DefaultAzureCredential
 
-    s = settings or get_settings()
-    client_id = s.azure.managed_identity_client_id
     if client_id:
         return DefaultAzureCredential(managed_identity_client_id=client_id)
     return DefaultAzureCredential()

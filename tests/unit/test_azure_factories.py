@@ -108,9 +108,13 @@ def test_cloud_credential_passes_the_user_assigned_identity(
             calls.append(kwargs)
 
     monkeypatch.setattr("azure.identity.DefaultAzureCredential", Recording)
+    factories._credential.cache_clear()
     cred = factories.credential(cloud(azure={"managed_identity_client_id": client_id}))
     assert isinstance(cred, Recording)
     assert calls == [expected]
+    again = factories.credential(cloud(azure={"managed_identity_client_id": client_id}))
+    assert again is cred and len(calls) == 1, "one credential per identity per process (shared token cache)"
+    factories._credential.cache_clear()
 
 
 def test_cloud_without_account_url_names_the_variable() -> None:

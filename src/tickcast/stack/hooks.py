@@ -21,11 +21,12 @@ def create_containers(settings: Settings) -> None:
 
 def create_topics(settings: Settings) -> None:
     """The bars topic and its dead-letter topic, with explicit partitions (no auto-creation)."""
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+    from tickcast.ingest.kafka import admin as kafka_admin
+
+    admin = kafka_admin(settings)
     try:
         existing = set(admin.list_topics())
         wanted = [

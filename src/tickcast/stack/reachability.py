@@ -17,9 +17,9 @@ def blob_containers(settings: Settings) -> list[str]:
 
 
 def kafka_topics(settings: Settings) -> list[str]:
-    from kafka import KafkaAdminClient
+    from tickcast.ingest.kafka import admin as kafka_admin
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+    admin = kafka_admin(settings)
     try:
         return sorted(admin.list_topics())
     finally:

@@ -1,0 +1,1 @@
+"""Ingestion: source -> Kafka (producer), Kafka -> lake (consumer), and dead letters."""
