@@ -70,10 +70,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tickcast-bench-") as home:
         azurite, kafka, mlflow, airflow = free_ports(4)
-        settings = load_settings(_env_file=None, stack={
-            "home": home, "azurite_port": azurite, "kafka_port": kafka, "mlflow_port": mlflow,
-            "airflow_port": airflow, "start_timeout_s": 300,
-        })
+        settings = load_settings(
+            _env_file=None,
+            stack={
+                "home": home,
+                "azurite_port": azurite,
+                "kafka_port": kafka,
+                "mlflow_port": mlflow,
+                "airflow_port": airflow,
+                "start_timeout_s": 300,
+            },
+        )
         os.environ.update(settings.to_env())
         sup = Supervisor(settings)
         try:

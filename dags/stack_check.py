@@ -29,4 +29,4 @@ def stack_check() -> None:
     reach_services()
 
 
-stack_check()
+stack_check_dag = stack_check()

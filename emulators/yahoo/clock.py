@@ -1,6 +1,6 @@
 """The emulator's clock: which minute "now" is, so that bars appear as emulated time passes.
 
-``EmulatorClock(start, speed)`` reads ``start + speed × (real seconds since start)``; speed 0 freezes it.
+``EmulatorClock(start, speed)`` reads ``start + speed x (real seconds since start)``; speed 0 freezes it.
 ``set`` and ``advance`` move it (tests and demos do this through ``POST /_emulator/clock``).
 
 The settings string ``TICKCAST_EMULATOR__CLOCK_START`` picks the start (:func:`clock_from_setting`):
@@ -9,7 +9,7 @@ The settings string ``TICKCAST_EMULATOR__CLOCK_START`` picks the start (:func:`c
 * an ISO-8601 time (``2026-11-25T15:00:00Z``; a time without zone is taken as UTC).
 * ``"session"`` (default): **60 minutes after the 09:30 New York open of a session day**, so that an hour
   of that day's bars is already there and new minutes keep closing while the clock runs at real-time
-  speed. In synthetic mode the day is the latest Monday–Friday whose open has passed in real time (on a
+  speed. In synthetic mode the day is the latest Monday-Friday whose open has passed in real time (on a
   Saturday that is Friday; before 09:30 on a Tuesday it is Monday; holidays are not skipped). In tape mode
   it is the last day of the tape. The clock then runs forward from that point; once it passes 16:00 no
   new bars appear until the next session day's open in emulated time.
@@ -38,7 +38,7 @@ def parse_utc(value: str) -> datetime:
 
 
 class EmulatorClock:
-    """Emulated UTC time: ``start + speed × real elapsed``. Thread-safe."""
+    """Emulated UTC time: ``start + speed x real elapsed``. Thread-safe."""
 
     def __init__(self, start: datetime, speed: float = 1.0) -> None:
         if start.tzinfo is None:

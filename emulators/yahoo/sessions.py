@@ -1,8 +1,8 @@
 """The US regular-session calendar the emulator serves: which days trade and when each minute starts.
 
-A session day is any Monday–Friday; exchange holidays are deliberately ignored (the synthetic market
-trades on Thanksgiving). The regular session runs 09:30–16:00 America/New_York, so its 390 one-minute
-bars start at 09:30 … 15:59 local time; Yahoo's pre (04:00–09:30) and post (16:00–20:00) periods are
+A session day is any Monday-Friday; exchange holidays are deliberately ignored (the synthetic market
+trades on Thanksgiving). The regular session runs 09:30-16:00 America/New_York, so its 390 one-minute
+bars start at 09:30 … 15:59 local time; Yahoo's pre (04:00-09:30) and post (16:00-20:00) periods are
 only reported in ``meta``, never served as bars. Conversions to UTC go through ``zoneinfo``, so
 daylight-saving changes move the UTC times (13:30Z in summer, 14:30Z in winter).
 
@@ -41,7 +41,7 @@ def to_utc(epoch: float) -> datetime:
 
 
 def is_session_day(day: date) -> bool:
-    """Monday–Friday (holidays are not modelled)."""
+    """Monday-Friday (holidays are not modelled)."""
     return day.weekday() < 5
 
 

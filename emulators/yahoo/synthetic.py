@@ -1,22 +1,22 @@
 """A deterministic synthetic US equity market with a known best forecast (the ORACLE).
 
 Per symbol, parameters are drawn from an RNG seeded by ``(seed, sha256(symbol))``: a start price
-(log-uniform 20–400 $), the per-minute innovation volatility ``sigma`` (3–8 bp), the overnight gap
-volatility (20–60 bp), a base volume (log-uniform 5k–200k shares a minute) and a wick scale.
+(log-uniform 20-400 $), the per-minute innovation volatility ``sigma`` (3-8 bp), the overnight gap
+volatility (20-60 bp), a base volume (log-uniform 5k-200k shares a minute) and a wick scale.
 ``phi`` comes from settings (``TICKCAST_EMULATOR__PHI`` per symbol, else ``DEFAULT_PHI``).
 
-Bars exist for the 390 regular-session minutes of every Monday–Friday from the anchor day
+Bars exist for the 390 regular-session minutes of every Monday-Friday from the anchor day
 2000-01-03 on (:mod:`emulators.yahoo.sessions`; holidays ignored). Within one day d:
 
 * 1-minute log returns follow an AR(1) that restarts each morning in its stationary law:
   ``r_0 = sigma/sqrt(1-phi²)·e_0`` and ``r_t = phi·r_{t-1} + sigma·e_t`` with ``e_t`` iid N(0, 1);
   ``close_t = open_0·exp(r_0 + … + r_t)``, ``open_t = close_{t-1}`` (``open_0`` = the day's open).
 * high/low extend max(o,c)/min(o,c) by half-normal wicks (~0.6·sigma); volume is a U-shaped intraday
-  curve (heavy open and close) × lognormal noise, floored to integers ≥ 0.
+  curve (heavy open and close) x lognormal noise, floored to integers ≥ 0.
 
 Computing any range quickly and identically, however it is requested: everything of day d comes
-from an RNG seeded by ``(seed, symbol, day index)``, so a day is generated alone (one symbol × 7 days
-takes well under a few ms; days are vectorised, the AR filter is one matrix product). The price level
+from an RNG seeded by ``(seed, symbol, day index)``, so a day is generated alone (one symbol x 7 days
+takes about a millisecond; days are vectorised, the AR filter is one lfilter call). The price level
 is carried across days without generating the past minutes: the day's total log return ``S_d`` is
 drawn first from a per-symbol daily stream (blocks of 1024 days from the anchor), and the day's
 innovations are then drawn *conditionally on their weighted sum being S_d* (draw iid normals, remove
@@ -29,7 +29,7 @@ The ORACLE: given everything up to the bar starting at ``ts`` (same day), the cl
 ``ts + 1 min`` is ``close_ts · exp(r_{ts+1})`` with ``r_{ts+1} | past ~ N(phi·r_ts, sigma²)``, so the
 conditional mean — the RMSE-optimal forecast — is ``close_ts · exp(phi·r_ts + sigma²/2)``; ``r_ts`` is
 ``log(close_ts/close_{ts-1})`` (or ``log(close/open)`` for the first bar). Its expected squared error
-is ``oracle² · (exp(sigma²) − 1)``, i.e. a relative RMSE of ≈ sigma, against ≈ sigma/sqrt(1−phi²) for
+is ``oracle² · (exp(sigma²) - 1)``, i.e. a relative RMSE of ≈ sigma, against ≈ sigma/sqrt(1-phi²) for
 persistence. The last bar of a day has no next bar in the session: its oracle and next close are NaN.
 
 Serving quirks (see :meth:`SyntheticMarket.bars`): prices are exact here and rounded by the app; a
@@ -48,9 +48,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from emulators.yahoo import sessions
 from emulators.yahoo.source import Bars, FloatArray, IntArray
@@ -60,6 +60,14 @@ DAILY_BLOCK = 1024
 KAPPA = 0.005
 DEFAULT_NULL_FRACTION = 0.002
 N = sessions.MINUTES_PER_SESSION
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+try:  # scipy comes with the project's ML dependencies; without it the matrix product does the same
+    from scipy.signal import lfilter as _lfilter
+except ImportError:  # pragma: no cover
+    _lfilter = None
 
 _TAG_PARAMS = 0x5041
 _TAG_DAILY = 0x4441
@@ -103,7 +111,7 @@ def _symbol_key(symbol: str) -> int:
 
 
 def day_index(day: date) -> int:
-    """Session days (Mon–Fri) from the anchor to ``day``: 0 for 2000-01-03."""
+    """Session days (Mon-Fri) from the anchor to ``day``: 0 for 2000-01-03."""
     return int(np.busday_count(ANCHOR, day))
 
 
@@ -117,13 +125,25 @@ def _ar_matrix(phi: float, sigma: float) -> tuple[FloatArray, FloatArray]:
     return mat, mat.sum(axis=0)
 
 
+def _ar_filter(eps: FloatArray, phi: float, sigma: float, mat: FloatArray) -> FloatArray:
+    """Each row's AR(1) returns ``r = L @ e``: scipy's lfilter when available (10x faster), else the matrix."""
+    if _lfilter is None:
+        out: FloatArray = eps @ mat.T
+        return out
+    x = eps.copy()
+    x[:, 0] /= math.sqrt(1.0 - phi * phi)
+    filtered: FloatArray = np.asarray(_lfilter([sigma], [1.0, -phi], x, axis=1), dtype=np.float64)
+    return filtered
+
+
 @lru_cache(maxsize=1)
 def _volume_curve() -> FloatArray:
     """U-shaped intraday volume profile with mean 1 (busy open and close, quiet lunch)."""
     t = np.arange(N, dtype=np.float64)
     x = t / (N - 1)
     curve = 1.0 + 2.0 * (2.0 * x - 1.0) ** 2 + 2.5 * np.exp(-t / 6.0) + 2.0 * np.exp(-(N - 1 - t) / 5.0)
-    return curve / curve.mean()
+    normalised: FloatArray = curve / curve.mean()
+    return normalised
 
 
 class SyntheticMarket:
@@ -183,12 +203,12 @@ class SyntheticMarket:
         mask = (ts >= start) & (ts < end_eff)
         null = blk.null.ravel()[mask]
         cols = [a.ravel()[mask].copy() for a in (blk.open, blk.high, blk.low, blk.close, blk.volume)]
-        for c in cols:
-            c[null] = np.nan
+        for col in cols:
+            col[null] = np.nan
         out = Bars(ts[mask], *cols)
         if len(out) and out.ts[-1] + sessions.BAR_SECONDS > now and not null[-1]:
             i = len(out) - 1
-            o, h, low, c, v = (float(col[i]) for col in cols)
+            o, h, low, c, v = (float(values[i]) for values in cols)
             po, ph, pl, pc, pv = self.partial_bar(symbol, int(out.ts[i]), o, h, low, c, v, now - out.ts[i])
             out.open[i], out.high[i], out.low[i], out.close[i], out.volume[i] = po, ph, pl, pc, pv
         return out
@@ -251,7 +271,7 @@ class SyntheticMarket:
         return opens, totals
 
     def block(self, symbol: str, days: Sequence[date]) -> DayBlock:
-        """The session days ``days`` (each ≥ the anchor, Mon–Fri) of ``symbol``, generated or cached."""
+        """The session days ``days`` (each ≥ the anchor, Mon-Fri) of ``symbol``, generated or cached."""
         key = (symbol, tuple(day_index(d) for d in days))
         with self._lock:
             hit = self._blocks.get(key)
@@ -283,7 +303,7 @@ class SyntheticMarket:
             unif[k] = rng.random(N)
         target = np.array([totals[i] for i in idx])
         eps -= np.outer((eps @ w - target) / float(w @ w), w)  # condition on the day's total return
-        ret = eps @ mat.T
+        ret = _ar_filter(eps, p.phi, p.sigma, mat)
         log_open0 = math.log(p.start_price) + np.array([opens[i] for i in idx])
         log_close = log_open0[:, None] + np.cumsum(ret, axis=1)
         close = np.exp(log_close)
@@ -344,6 +364,8 @@ class SyntheticMarket:
 
     def oracle_frame(self, symbol: str, start: datetime | float, end: datetime | float) -> pd.DataFrame:
         """The oracle as a DataFrame: ts (UTC Timestamp, bar start), close, next_close, oracle."""
+        import pandas as pd  # only here: serving needs numpy alone
+
         cols = self.oracle_arrays(symbol, _epoch(start), _epoch(end))
         return pd.DataFrame(
             {

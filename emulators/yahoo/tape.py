@@ -54,7 +54,9 @@ class TapeReplay:
 
     def __init__(self, tape_dir: Path | str, symbols: Iterable[str] | None = None) -> None:
         self.tape_dir = Path(tape_dir)
-        present = sorted(p.name[: -len(SUFFIX)] for p in self.tape_dir.glob(f"*{SUFFIX}")) if self.tape_dir.is_dir() else []
+        present = (
+            sorted(p.name[: -len(SUFFIX)] for p in self.tape_dir.glob(f"*{SUFFIX}")) if self.tape_dir.is_dir() else []
+        )
         wanted = None if symbols is None else set(symbols)
         self._symbols = [s for s in present if wanted is None or s in wanted]
         self._bars: dict[str, Bars] = {}

@@ -47,9 +47,7 @@ def env_name(*loc: str | int) -> str:
 class StackSettings(BaseModel):
     """Where the local stack lives and listens (profile ``local`` only)."""
 
-    home: Path = Field(
-        PROJECT_ROOT / ".tickcast", description="directory for the stack's data, logs and PID files"
-    )
+    home: Path = Field(PROJECT_ROOT / ".tickcast", description="directory for the stack's data, logs and PID files")
     cache: Path = Field(
         PROJECT_ROOT / ".tickcast" / "cache", description="directory for installed service packages (Node, ...)"
     )
@@ -59,6 +57,7 @@ class StackSettings(BaseModel):
     mlflow_port: int = Field(5000, ge=1, le=65535, description="TCP port of the MLflow tracking server")
     airflow_port: int = Field(8080, ge=1, le=65535, description="TCP port of the Airflow API server and UI")
     yahoo_port: int = Field(8765, ge=1, le=65535, description="TCP port of the Yahoo chart-API emulator")
+    producer_port: int = Field(8766, ge=1, le=65535, description="TCP port of the producer's health/status page")
     start_timeout_s: float = Field(120.0, gt=0, description="seconds to wait for one service to become healthy")
     stop_timeout_s: float = Field(10.0, gt=0, description="seconds to wait after SIGTERM before SIGKILL")
 
@@ -135,12 +134,28 @@ class EmulatorSettings(BaseModel):
         "or an ISO-8601 UTC time",
     )
     clock_speed: float = Field(1.0, ge=0, description="emulated seconds per real second (0 = frozen)")
+    null_fraction: float = Field(
+        0.002, ge=0, lt=1, description="share of minutes served as Yahoo-style nulls (synthetic mode)"
+    )
+
+
+class IngestSettings(BaseModel):
+    """The market-data path: how often the producer polls and how long one ingest run consumes."""
+
+    poll_interval_s: float = Field(60.0, gt=0, description="seconds between producer polls of the source")
+    poll_offset_s: float = Field(1.5, ge=0, description="seconds after each minute boundary to poll (lets it close)")
+    consume_slice_s: float = Field(45.0, gt=0, description="seconds one ingest DAG run consumes before it ends")
+    max_backfill_days: int = Field(7, ge=1, le=30, description="days one chart request may span (Yahoo: ~8)")
 
 
 class AirflowSettings(BaseModel):
     """The local Airflow 3 standalone instance."""
 
     parallelism: int = Field(4, ge=1, description="AIRFLOW__CORE__PARALLELISM for the local scheduler")
+    unpause: list[str] = Field(
+        default_factory=lambda: ["ingest"],
+        description='DAGs `up` switches on (new DAGs start paused), JSON e.g. ["ingest"]; [] keeps all paused',
+    )
 
 
 class AzureSettings(BaseModel):
@@ -174,6 +189,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     yahoo: YahooSettings = Field(default_factory=YahooSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
 
@@ -244,10 +260,8 @@ class Settings(BaseSettings):
         out: dict[str, str] = {}
 
         def walk(prefix: tuple[str, ...], value: Any) -> None:
-            if isinstance(value, dict) and prefix and prefix[-1] not in _DICT_FIELDS:
-                for k, v in value.items():
-                    walk((*prefix, k), v)
-            elif isinstance(value, dict) and not prefix:
+            is_group = isinstance(value, dict) and (not prefix or prefix[-1] not in _DICT_FIELDS)
+            if is_group:
                 for k, v in value.items():
                     walk((*prefix, k), v)
             elif value is not None:

@@ -58,9 +58,15 @@ def _consume(group: str, topic: str, bootstrap: str, want: int, deadline_s: floa
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=1000,
-        fetch_max_wait_ms=50, value_deserializer=lambda b: json.loads(b),
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        fetch_max_wait_ms=50,
+        value_deserializer=lambda b: json.loads(b),
     )
     got: list[dict[str, object]] = []
     try:
@@ -82,7 +88,9 @@ def test_kafka_consumer_group_commits_and_resumes(stack: Settings) -> None:
     topic = stack.kafka.bars_topic
     run = uuid.uuid4().hex[:8]
     producer = KafkaProducer(
-        bootstrap_servers=stack.kafka_bootstrap, acks="all", key_serializer=str.encode,
+        bootstrap_servers=stack.kafka_bootstrap,
+        acks="all",
+        key_serializer=str.encode,
         value_serializer=lambda v: json.dumps(v).encode(),
     )
     first = [{"run": run, "n": i, "symbol": "SPY"} for i in range(10)]
@@ -125,8 +133,10 @@ def test_mlflow_log_register_alias_and_load(stack: Settings) -> None:
         mlflow.log_metric("rmse", 0.5)
         info = mlflow.pyfunc.log_model(name="model", python_model=Doubler(), registered_model_name=name)
     client = MlflowClient(stack.mlflow_tracking_uri)
-    version = client.get_latest_versions(name)[0].version if info.registered_model_version is None else (
-        info.registered_model_version
+    version = (
+        client.get_latest_versions(name)[0].version
+        if info.registered_model_version is None
+        else (info.registered_model_version)
     )
     client.set_registered_model_alias(name, "production", str(version))
     assert client.get_model_version_by_alias(name, "production").run_id == run.info.run_id

@@ -135,9 +135,18 @@ def test_stale_pid_file_is_detected_and_replaced(make_sup, settings: Settings) -
     dead.wait()
     pid_file = settings.stack.resolved_home() / "run" / "a.json"
     pid_file.parent.mkdir(parents=True)
-    pid_file.write_text(json.dumps({
-        "service": "a", "pid": dead.pid, "create_time": 1.0, "port": 1, "command": [], "started_at": 1.0,
-    }))
+    pid_file.write_text(
+        json.dumps(
+            {
+                "service": "a",
+                "pid": dead.pid,
+                "create_time": 1.0,
+                "port": 1,
+                "command": [],
+                "started_at": 1.0,
+            }
+        )
+    )
     assert sup.status()[0].state == "stale"
     statuses = sup.up()
     assert any("stale PID file" in m for m in sup.messages)
@@ -151,9 +160,18 @@ def test_recycled_pid_is_not_mistaken_for_the_service(make_sup, settings: Settin
     try:
         pid_file = settings.stack.resolved_home() / "run" / "a.json"
         pid_file.parent.mkdir(parents=True)
-        pid_file.write_text(json.dumps({
-            "service": "a", "pid": bystander.pid, "create_time": 12345.0, "port": 1, "command": [], "started_at": 1.0,
-        }))
+        pid_file.write_text(
+            json.dumps(
+                {
+                    "service": "a",
+                    "pid": bystander.pid,
+                    "create_time": 12345.0,
+                    "port": 1,
+                    "command": [],
+                    "started_at": 1.0,
+                }
+            )
+        )
         assert sup.down() == []
         assert bystander.is_running(), "down must never kill a process it did not start"
     finally:

@@ -41,8 +41,12 @@ class IngestReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "messages": self.messages, "bars": self.bars, "dead_letters": self.dead_letters,
-            "files_written": self.files_written, "batches": self.batches, "seconds": round(self.seconds, 2),
+            "messages": self.messages,
+            "bars": self.bars,
+            "dead_letters": self.dead_letters,
+            "files_written": self.files_written,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 2),
             "symbols": sorted(self.symbols),
         }
 
@@ -68,13 +72,15 @@ def consume_to_lake(
     dlq = kafka.producer(s)
     report = IngestReport()
     start = time.monotonic()
-    last_message = start
+    last_message: float | None = None  # idle time counts from the partition assignment (group join is slow)
     try:
         while True:
             now = time.monotonic()
             if now - start >= max_seconds:
                 break
-            if idle_seconds is not None and now - last_message >= idle_seconds:
+            if last_message is None and consumer.assignment():
+                last_message = now
+            if idle_seconds is not None and last_message is not None and now - last_message >= idle_seconds:
                 break
             if max_messages is not None and report.messages >= max_messages:
                 break
@@ -92,11 +98,20 @@ def consume_to_lake(
                     good.extend(decode_value(rec.value))
                 except UndecodableMessage as err:
                     log.warning("dead letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
-                    pending_dlq.append(dlq.send(
-                        s.kafka.dlq_topic, key=rec.key,
-                        value=dead_letter(str(err), topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                          key=rec.key, value=rec.value),
-                    ))
+                    pending_dlq.append(
+                        dlq.send(
+                            s.kafka.dlq_topic,
+                            key=rec.key,
+                            value=dead_letter(
+                                str(err),
+                                topic=rec.topic,
+                                partition=rec.partition,
+                                offset=rec.offset,
+                                key=rec.key,
+                                value=rec.value,
+                            ),
+                        )
+                    )
             if good:
                 results = lake.upsert_frame(bars_frame(good))
                 report.files_written += len(results)

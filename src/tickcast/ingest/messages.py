@@ -38,7 +38,9 @@ def decode_value(value: bytes | None) -> list[Bar]:
             raise UndecodableMessage(f"Airbyte record without a usable chart: {err}") from None
         if decoded.rejected:
             ts, reason = decoded.rejected[0]
-            raise UndecodableMessage(f"Airbyte record has {len(decoded.rejected)} invalid bar(s), first at {ts}: {reason}")
+            raise UndecodableMessage(
+                f"Airbyte record has {len(decoded.rejected)} invalid bar(s), first at {ts}: {reason}"
+            )
         return decoded.bars
     if not isinstance(doc, dict):
         raise UndecodableMessage(f"expected a JSON object, got {type(doc).__name__}")
@@ -53,8 +55,9 @@ def encode_bar(bar: Bar) -> tuple[bytes, bytes]:
     return bar.symbol.encode(), bar.to_json()
 
 
-def dead_letter(error: str, *, topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None) -> bytes:
+def dead_letter(
+    error: str, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> bytes:
     payload: str | None
     try:
         payload, encoding = (value.decode("utf-8") if value is not None else None), "utf-8"

@@ -36,17 +36,19 @@ if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
 COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "source", "ingested_at"]
-SCHEMA = pa.schema([
-    ("symbol", pa.string()),
-    ("ts", pa.timestamp("s", tz="UTC")),
-    ("open", pa.float64()),
-    ("high", pa.float64()),
-    ("low", pa.float64()),
-    ("close", pa.float64()),
-    ("volume", pa.float64()),
-    ("source", pa.string()),
-    ("ingested_at", pa.timestamp("ms", tz="UTC")),
-])
+SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("ts", pa.timestamp("s", tz="UTC")),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("source", pa.string()),
+        ("ingested_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
 MAX_ATTEMPTS = 8
 
 
@@ -140,8 +142,13 @@ class Lake:
             existing_ts = set(existing["ts"]) if len(existing) else set()
             new_ts = set(new["ts"])
             return UpsertResult(
-                symbol=symbol, day=day, rows_before=len(existing), rows_after=len(merged),
-                added=len(new_ts - existing_ts), replaced=len(new_ts & existing_ts), attempts=attempt,
+                symbol=symbol,
+                day=day,
+                rows_before=len(existing),
+                rows_after=len(merged),
+                added=len(new_ts - existing_ts),
+                replaced=len(new_ts & existing_ts),
+                attempts=attempt,
             )
         raise LakeConflict(f"{day_path(symbol, day)}: precondition failed {MAX_ATTEMPTS} times in a row")
 
@@ -155,8 +162,7 @@ class Lake:
             return []
         days = df["ts"].dt.date
         return [
-            self.upsert(str(symbol), day, group)
-            for (symbol, day), group in df.groupby([df["symbol"], days], sort=True)
+            self.upsert(str(symbol), day, group) for (symbol, day), group in df.groupby([df["symbol"], days], sort=True)
         ]
 
     # --- reads -----------------------------------------------------------------------------------
@@ -165,7 +171,7 @@ class Lake:
         prefix = f"bars/symbol={symbol}/date="
         out = []
         for name in self.container.list_blob_names(name_starts_with=prefix):
-            stem = name[len(prefix):].removesuffix(".parquet")
+            stem = name[len(prefix) :].removesuffix(".parquet")
             out.append(date.fromisoformat(stem))
         return sorted(out)
 

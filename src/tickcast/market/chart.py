@@ -69,9 +69,16 @@ def chart_bars(payload: dict[str, Any], source: str, closed_only: bool = True) -
             out.skipped_forming += 1
             continue
         try:
-            out.bars.append(parse_bar({
-                "symbol": symbol, "ts": datetime.fromtimestamp(int(ts), UTC), "source": source, **row,
-            }))
+            out.bars.append(
+                parse_bar(
+                    {
+                        "symbol": symbol,
+                        "ts": datetime.fromtimestamp(int(ts), UTC),
+                        "source": source,
+                        **row,
+                    }
+                )
+            )
         except (BarError, TypeError, ValueError, OverflowError) as err:
             out.rejected.append((int(ts) if isinstance(ts, int | float) else -1, str(err)))
     return out

@@ -47,7 +47,9 @@ class YahooClient:
         self.source = "yahoo" if s.profile == "cloud" and not s.yahoo.base_url else "emulator"
         self._sleep = sleep
         self._http = httpx.Client(
-            base_url=s.yahoo_base_url, timeout=s.yahoo.timeout_s, transport=transport,
+            base_url=s.yahoo_base_url,
+            timeout=s.yahoo.timeout_s,
+            transport=transport,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
 
@@ -85,14 +87,17 @@ class YahooClient:
                 retry_after = resp.headers.get("Retry-After")
             if attempt < self.cfg.retries:
                 delay = self._backoff(attempt, retry_after)
-                log.warning("chart %s failed (%s); retry %d/%d in %.1fs", symbol, last, attempt + 1,
-                            self.cfg.retries, delay)
+                log.warning(
+                    "chart %s failed (%s); retry %d/%d in %.1fs", symbol, last, attempt + 1, self.cfg.retries, delay
+                )
                 self._sleep(delay)
-        raise YahooUnavailable(f"{symbol}: chart API at {self._http.base_url} unreachable after "
-                               f"{self.cfg.retries + 1} attempts ({last})")
+        raise YahooUnavailable(
+            f"{symbol}: chart API at {self._http.base_url} unreachable after {self.cfg.retries + 1} attempts ({last})"
+        )
 
-    def bars(self, symbol: str, *, start: datetime | None = None, end: datetime | None = None,
-             range_: str = "1d") -> ChartBars:
+    def bars(
+        self, symbol: str, *, start: datetime | None = None, end: datetime | None = None, range_: str = "1d"
+    ) -> ChartBars:
         """Closed, validated bars of ``symbol``: the last session (``range_``) or ``[start, end)``."""
         if start is not None:
             end = end or datetime.now(UTC)

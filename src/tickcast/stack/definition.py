@@ -74,8 +74,18 @@ class RenderedService:
 
 
 _KNOWN_KEYS = {
-    "summary", "port", "command", "ready", "url", "env", "after", "install",
-    "before_start", "on_ready", "container", "stop_grace_s",
+    "summary",
+    "port",
+    "command",
+    "ready",
+    "url",
+    "env",
+    "after",
+    "install",
+    "before_start",
+    "on_ready",
+    "container",
+    "stop_grace_s",
 }
 
 
@@ -107,9 +117,14 @@ def parse_stack(text: str) -> dict[str, ServiceSpec]:
             on_ready=tuple(body.get("on_ready", ())),
             stop_grace_s=float(body["stop_grace_s"]) if "stop_grace_s" in body else None,
             container=ContainerSpec(
-                image=c["image"], command=c.get("command"), healthcheck=c.get("healthcheck"),
-                volumes=tuple(c.get("volumes", ())), user=c.get("user"),
-            ) if c else None,
+                image=c["image"],
+                command=c.get("command"),
+                healthcheck=c.get("healthcheck"),
+                volumes=tuple(c.get("volumes", ())),
+                user=c.get("user"),
+            )
+            if c
+            else None,
         )
     for spec in specs.values():
         missing = [dep for dep in spec.after if dep not in specs]

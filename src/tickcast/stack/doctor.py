@@ -45,7 +45,9 @@ def _disk(settings: Settings) -> Check:
         probe = probe.parent
     free_gb = shutil.disk_usage(probe).free / 1e9
     ok = free_gb >= MIN_FREE_GB
-    return Check("free disk", ok, f"{free_gb:.1f} GB free at {probe}", None if ok else f"free at least {MIN_FREE_GB} GB")
+    return Check(
+        "free disk", ok, f"{free_gb:.1f} GB free at {probe}", None if ok else f"free at least {MIN_FREE_GB} GB"
+    )
 
 
 def _ports(settings: Settings) -> list[Check]:
@@ -60,8 +62,14 @@ def _ports(settings: Settings) -> list[Check]:
             checks.append(Check(f"port {port}", True, f"used by our {name}"))
         elif procs.port_in_use(settings.stack.host, port):
             owner = procs.port_owner(port) or "an unknown process"
-            checks.append(Check(f"port {port}", False, f"taken by {owner}",
-                                f"stop it or set TICKCAST_STACK__{spec.port_key.upper()}"))
+            checks.append(
+                Check(
+                    f"port {port}",
+                    False,
+                    f"taken by {owner}",
+                    f"stop it or set TICKCAST_STACK__{spec.port_key.upper()}",
+                )
+            )
         else:
             checks.append(Check(f"port {port}", True, f"free for {name}"))
     return checks
@@ -69,8 +77,12 @@ def _ports(settings: Settings) -> list[Check]:
 
 def _node_packages(settings: Settings) -> Check:
     ok = install.installed("npm", settings)
-    return Check("node packages", ok, "azurite installed" if ok else "not installed yet",
-                 None if ok else "`tickcast up` installs them (needs the npm registry once)")
+    return Check(
+        "node packages",
+        ok,
+        "azurite installed" if ok else "not installed yet",
+        None if ok else "`tickcast up` installs them (needs the npm registry once)",
+    )
 
 
 def _docker() -> Check:

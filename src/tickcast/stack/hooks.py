@@ -41,7 +41,20 @@ def create_topics(settings: Settings) -> None:
         admin.close()
 
 
+def unpause_dags(settings: Settings) -> None:
+    """Switch on the DAGs in ``settings.airflow.unpause`` once the DAG processor has parsed them."""
+    from tickcast.orchestration import AirflowClient
+
+    if not settings.airflow.unpause:
+        return
+    with AirflowClient(settings) as af:
+        for dag_id in settings.airflow.unpause:
+            af.wait_for_dag(dag_id, timeout_s=120)
+            af.unpause(dag_id)
+
+
 HOOKS: dict[str, Callable[[Settings], None]] = {
     "create_containers": create_containers,
     "create_topics": create_topics,
+    "unpause_dags": unpause_dags,
 }

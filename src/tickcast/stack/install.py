@@ -40,7 +40,11 @@ def _npm(settings: Settings) -> bool:
     env = dict(os.environ, PATH=f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(
         [str(node), str(npm_cli), "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
-        cwd=target, capture_output=True, text=True, env=env, check=False,
+        cwd=target,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if proc.returncode != 0:
         raise InstallError(f"npm ci in {target} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -71,4 +75,3 @@ def installed(kind: str, settings: Settings) -> bool:
 def cache_size(settings: Settings) -> int:
     root = settings.stack.resolved_cache()
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
-

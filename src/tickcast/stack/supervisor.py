@@ -201,8 +201,10 @@ class Supervisor:
                     log = tail(self.log_path(n))
                     self._stop([n])
                     raise ServiceStartError(
-                        n, f"not healthy within {timeout:.0f}s (last check: {detail}); raise "
-                        "TICKCAST_STACK__START_TIMEOUT_S if the machine is slow", log,
+                        n,
+                        f"not healthy within {timeout:.0f}s (last check: {detail}); raise "
+                        "TICKCAST_STACK__START_TIMEOUT_S if the machine is slow",
+                        log,
                     )
             if waiting:
                 time.sleep(POLL_INTERVAL_S)
@@ -219,16 +221,27 @@ class Supervisor:
             out.flush()
             try:
                 proc = subprocess.Popen(
-                    list(svc.command), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    cwd=svc.data_dir, env=self._env(svc), start_new_session=True,
+                    list(svc.command),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=svc.data_dir,
+                    env=self._env(svc),
+                    start_new_session=True,
                 )
             except OSError as err:
                 raise ServiceStartError(svc.name, f"cannot execute {svc.command[0]}: {err}", "") from err
         create_time = psutil.Process(proc.pid).create_time()
-        self.pid_file(svc.name).write(procs.PidRecord(
-            service=svc.name, pid=proc.pid, create_time=create_time, port=svc.port,
-            command=list(svc.command), started_at=time.time(),
-        ))
+        self.pid_file(svc.name).write(
+            procs.PidRecord(
+                service=svc.name,
+                pid=proc.pid,
+                create_time=create_time,
+                port=svc.port,
+                command=list(svc.command),
+                started_at=time.time(),
+            )
+        )
         self.report(f"{svc.name}: started (pid {proc.pid}, log {log})")
 
     # --- down ----------------------------------------------------------------------------------
@@ -257,7 +270,9 @@ class Supervisor:
             self.report(f"{n}: stopped")
         if killed:
             names = sorted({labels.get(p.pid, str(p.pid)) for p in killed})
-            self.report(f"{len(killed)} process(es) outlived their stop grace period and were killed: {', '.join(names)}")
+            self.report(
+                f"{len(killed)} process(es) outlived their stop grace period and were killed: {', '.join(names)}"
+            )
         return stopped
 
     # --- status --------------------------------------------------------------------------------
@@ -274,11 +289,18 @@ class Supervisor:
             else:
                 ok, detail = False, "not running"
             state = "running" if live else ("stale" if pf.exists() else "stopped")
-            out.append(ServiceStatus(
-                name=n, summary=svc.spec.summary, url=svc.url,
-                pid=record.pid if live and record else None, state=state, healthy=ok,
-                uptime_s=procs.uptime(record) if live and record else None, detail=detail,
-            ))
+            out.append(
+                ServiceStatus(
+                    name=n,
+                    summary=svc.spec.summary,
+                    url=svc.url,
+                    pid=record.pid if live and record else None,
+                    state=state,
+                    healthy=ok,
+                    uptime_s=procs.uptime(record) if live and record else None,
+                    detail=detail,
+                )
+            )
         return out
 
     # --- reset ---------------------------------------------------------------------------------

@@ -1,0 +1,267 @@
+"""Source -> Kafka: the poller (a stack service) and the backfill (``tickcast backfill --days N``).
+
+Only CLOSED minutes are published (the chart decoder drops the forming minute and null bars), keyed by
+symbol so one symbol keeps its order, through an idempotent ``acks=all`` producer. A send counts only
+once the broker acknowledged it: on failure :class:`PublishError` is raised and the watermark does not
+move, so the next poll sends the same minutes again.
+
+Where does a poll start? At the symbol's watermark (last minute published). On start-up the watermark
+is the lake's last minute for the symbol — so after a restart of the memory-only broker, everything
+not yet in the lake is fetched again from the source (Yahoo keeps 7 days of 1-minute bars).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tickcast.ingest import kafka
+from tickcast.ingest.messages import encode_bar
+from tickcast.market.bar import Bar
+from tickcast.market.yahoo import YahooClient, YahooError, YahooUnavailable
+from tickcast.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+MINUTE = timedelta(minutes=1)
+
+
+class PublishError(Exception):
+    """The broker did not acknowledge every bar; nothing after the first failure counts as sent."""
+
+
+class BarPublisher:
+    """Publishes bars to the bars topic and confirms every send before returning."""
+
+    def __init__(self, settings: Settings, producer: Any | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.kafka.bars_topic
+        self._producer = producer or kafka.producer(settings)
+
+    def publish(self, bars: Iterable[Bar]) -> int:
+        futures = []
+        for bar in bars:
+            key, value = encode_bar(bar)
+            futures.append(self._producer.send(self.topic, key=key, value=value))
+        if not futures:
+            return 0
+        self._producer.flush(timeout=60)
+        for fut in futures:
+            try:
+                fut.get(timeout=30)
+            except Exception as err:
+                raise PublishError(
+                    f"broker at {self.settings.kafka_bootstrap} did not acknowledge a bar: {err}"
+                ) from err
+        return len(futures)
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
+
+
+@dataclass
+class PollerState:
+    watermarks: dict[str, datetime | None] = field(default_factory=dict)
+    published: int = 0
+    polls: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    last_poll: datetime | None = None
+    source_time: datetime | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "watermarks": {k: v.isoformat() if v else None for k, v in self.watermarks.items()},
+            "published": self.published,
+            "polls": self.polls,
+            "errors": self.errors,
+            "last_poll": self.last_poll.isoformat() if self.last_poll else None,
+            "source_time": self.source_time.isoformat() if self.source_time else None,
+        }
+
+
+class Poller:
+    """Polls every configured symbol and publishes the minutes that closed since the watermark."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: YahooClient,
+        publisher: BarPublisher,
+        lake_last_ts: Callable[[str], datetime | None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.publisher = publisher
+        self.state = PollerState()
+        self._lake_last_ts = lake_last_ts
+        for symbol in settings.symbols:
+            self.state.watermarks[symbol] = None
+        self._resumed = False
+
+    def _resume(self) -> None:
+        if self._resumed or self._lake_last_ts is None:
+            self._resumed = True
+            return
+        for symbol in self.settings.symbols:
+            try:
+                self.state.watermarks[symbol] = self._lake_last_ts(symbol)
+            except Exception as err:  # the lake may be down; start from the current session instead
+                log.warning("cannot read the lake's last minute of %s (%s); polling the current session", symbol, err)
+        self._resumed = True
+
+    def poll_symbol(self, symbol: str) -> int:
+        mark = self.state.watermarks.get(symbol)
+        if mark is None:
+            got = self.client.bars(symbol, range_="1d")
+        else:
+            max_span = timedelta(days=self.settings.ingest.max_backfill_days)
+            start = max(mark + MINUTE, datetime.now(UTC) - max_span)
+            got = self.client.bars(symbol, start=start, end=datetime.now(UTC) + MINUTE)
+        if got.market_time:
+            self.state.source_time = got.market_time
+        for ts, reason in got.rejected:
+            log.warning("%s: source bar at %s rejected: %s", symbol, ts, reason)
+        fresh = [b for b in got.bars if mark is None or b.ts > mark]
+        sent = self.publisher.publish(fresh)
+        if fresh:
+            self.state.watermarks[symbol] = max(b.ts for b in fresh)
+        return sent
+
+    def poll_once(self) -> dict[str, int]:
+        """One pass over every symbol; a failing symbol is logged and does not stop the others."""
+        self._resume()
+        sent: dict[str, int] = {}
+        for symbol in self.settings.symbols:
+            try:
+                sent[symbol] = self.poll_symbol(symbol)
+                self.state.errors.pop(symbol, None)
+            except YahooError as err:
+                self.state.errors[symbol] = str(err)
+                log.error("%s: the source refused the request: %s", symbol, err)
+            except YahooUnavailable as err:
+                self.state.errors[symbol] = str(err)
+                log.error("%s: source unavailable, will retry next poll: %s", symbol, err)
+        self.state.polls += 1
+        self.state.published += sum(sent.values())
+        self.state.last_poll = datetime.now(UTC)
+        return sent
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Poll on a fixed cadence aligned to minute boundaries (+offset) until ``stop`` is set."""
+        cfg = self.settings.ingest
+        while not stop.is_set():
+            try:
+                counts = self.poll_once()
+                if any(counts.values()):
+                    log.info("published %s", counts)
+            except PublishError as err:
+                log.error("%s; the same minutes will be sent again on the next poll", err)
+            now = time.time()
+            wait = cfg.poll_interval_s - ((now - cfg.poll_offset_s) % cfg.poll_interval_s)
+            stop.wait(wait)
+
+
+@dataclass
+class BackfillReport:
+    bars: int = 0
+    seconds: float = 0.0
+    per_symbol: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def backfill(
+    settings: Settings,
+    days: int,
+    *,
+    client: YahooClient | None = None,
+    publisher: BarPublisher | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BackfillReport:
+    """Publish the last ``days`` of closed minutes of every symbol, in chunks the source accepts.
+
+    ``progress(symbol, chunks_done, chunks_total)`` is called after every chunk.
+    """
+    own_client, own_pub = client is None, publisher is None
+    client = client or YahooClient(settings)
+    publisher = publisher or BarPublisher(settings)
+    report = BackfillReport()
+    t0 = time.monotonic()
+    try:
+        for symbol in settings.symbols:
+            try:
+                probe = client.bars(symbol, range_="1d")
+            except (YahooError, YahooUnavailable) as err:
+                report.errors[symbol] = str(err)
+                log.error("%s: backfill skipped: %s", symbol, err)
+                continue
+            end = (probe.market_time or datetime.now(UTC)) + MINUTE
+            start = end - timedelta(days=days)
+            span = timedelta(days=settings.ingest.max_backfill_days)
+            chunks = []
+            while start < end:
+                chunks.append((start, min(start + span, end)))
+                start += span
+            count = 0
+            for i, (a, b) in enumerate(chunks):
+                got = client.bars(symbol, start=a, end=b)
+                count += publisher.publish(got.bars)
+                if progress:
+                    progress(symbol, i + 1, len(chunks))
+            report.per_symbol[symbol] = count
+            report.bars += count
+    finally:
+        report.seconds = time.monotonic() - t0
+        if own_client:
+            client.close()
+        if own_pub:
+            publisher.close()
+    return report
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    poller: Poller
+
+    def do_GET(self) -> None:
+        if self.path not in ("/health", "/status"):
+            self.send_response(404)
+            self.end_headers()
+            return
+        body = json.dumps({"status": "ok", **self.poller.state.as_dict()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve_producer(settings: Settings | None = None, stop: threading.Event | None = None) -> None:
+    """The producer stack service: poll forever and answer ``GET /health`` with the poller's state."""
+    import signal
+
+    from tickcast.lake.store import Lake
+
+    s = settings or get_settings()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    lake = Lake.from_settings(s)
+    poller = Poller(s, YahooClient(s), BarPublisher(s), lake_last_ts=lake.last_ts)
+    handler = type("Handler", (_StatusHandler,), {"poller": poller})
+    server = ThreadingHTTPServer((s.stack.host, s.stack.producer_port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    log.info("producer polling %s every %.0fs from %s", s.symbols, s.ingest.poll_interval_s, s.yahoo_base_url)
+    try:
+        poller.run_forever(stop)
+    finally:
+        server.shutdown()
+        poller.publisher.close()
+        poller.client.close()
