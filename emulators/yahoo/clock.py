@@ -7,7 +7,8 @@ The settings string ``TICKCAST_EMULATOR__CLOCK_START`` picks the start (:func:`c
 
 * ``"now"``: the real current UTC time.
 * an ISO-8601 time (``2026-11-25T15:00:00Z``; a time without zone is taken as UTC).
-* ``"session"`` (default): **60 minutes after the 09:30 New York open of a session day**, so that an hour
+* ``"session"`` (default): **60 minutes after the 09:30 New York open of a session day** (plus the real
+  clock's seconds within the current minute, so emulated minutes close on real minute boundaries), so that an hour
   of that day's bars is already there and new minutes keep closing while the clock runs at real-time
   speed. In synthetic mode the day is the latest Monday-Friday whose open has passed in real time (on a
   Saturday that is Friday; before 09:30 on a Tuesday it is Monday; holidays are not skipped). In tape mode
@@ -110,7 +111,9 @@ def clock_from_setting(
         start = now
     elif value.lower() == "session":
         day = session_day or sessions.latest_session_started(now.timestamp())
-        start = session_start(day)
+        # keep the real clock's position within the minute, so emulated minutes close on real minute
+        # boundaries and a poller that polls just after each real minute sees the new bar at once
+        start = session_start(day) + timedelta(seconds=now.second, microseconds=now.microsecond)
     else:
         start = parse_utc(value)
     return EmulatorClock(start, speed)

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tickcast.settings import Settings, get_settings, load_settings
+from tickcast.settings import Settings, StackSettings, get_settings, load_settings
 
 _choice: tuple[str, str] | None = None
 
@@ -83,17 +83,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     from tickcast.stack.supervisor import Supervisor
 
     home = tmp_path_factory.mktemp("stack")
-    azurite, kafka, mlflow, airflow = free_ports(4)
+    port_fields = [name for name in StackSettings.model_fields if name.endswith("_port")]
+    ports = dict(zip(port_fields, free_ports(len(port_fields)), strict=True))
     settings = load_settings(
         _env_file=None,
-        stack={
-            "home": home,
-            "azurite_port": azurite,
-            "kafka_port": kafka,
-            "mlflow_port": mlflow,
-            "airflow_port": airflow,
-            "start_timeout_s": 240,
-        },
+        stack={"home": home, "start_timeout_s": 240, **ports},
+        airflow={"unpause": []},  # the test stack runs DAGs only when a test triggers them
     )
     os.environ.update(settings.to_env())
     get_settings.cache_clear()

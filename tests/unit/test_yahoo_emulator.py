@@ -365,9 +365,13 @@ def test_clock_setting_now_iso_and_tape_day() -> None:
     real_now = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
     assert clock_from_setting("now", 0, real_now=real_now).now() == real_now
     assert clock_from_setting("2026-01-02T15:00:00Z", 0).now() == datetime(2026, 1, 2, 15, tzinfo=UTC)
-    assert clock_from_setting("session", 0, session_day=date(2013, 10, 11)).now() == datetime(
+    assert clock_from_setting("session", 0, session_day=date(2013, 10, 11), real_now=real_now).now() == datetime(
         2013, 10, 11, 14, 30, tzinfo=UTC
     )
+    # emulated minutes close when real minutes do: the seconds within the minute are kept
+    mid_minute = datetime(2026, 11, 24, 18, 0, 42, 500_000, tzinfo=UTC)
+    clock = clock_from_setting("session", 0, session_day=date(2013, 10, 11), real_now=mid_minute)
+    assert clock.now() == datetime(2013, 10, 11, 14, 30, 42, 500_000, tzinfo=UTC)
     with pytest.raises(ValueError, match="ISO-8601"):
         clock_from_setting("tomorrow", 1)
 

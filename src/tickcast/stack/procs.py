@@ -79,6 +79,7 @@ def port_in_use(host: str, port: int) -> bool:
         if s.connect_ex((host, port)) == 0:
             return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is not "taken"
         try:
             s.bind((host, port))
         except OSError:

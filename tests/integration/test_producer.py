@@ -1,0 +1,252 @@
+"""Source -> Kafka against real processes: the Yahoo emulator over HTTP, real Tansu brokers, real Azurite.
+
+The emulator here runs on its own frozen clock (a real HTTP server in a thread), so the test decides
+exactly when a minute closes; brokers that must die are started by the test itself.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from emulators.yahoo import sessions
+from emulators.yahoo.app import create_app
+from emulators.yahoo.clock import EmulatorClock, session_start
+from emulators.yahoo.synthetic import SyntheticMarket
+from tickcast.ingest import kafka
+from tickcast.ingest.consumer import consume_to_lake
+from tickcast.ingest.producer import BarPublisher, Poller, PublishError, backfill
+from tickcast.lake.store import Lake
+from tickcast.market.yahoo import YahooClient
+from tickcast.settings import Settings
+from tickcast.stack.definition import tansu_binary
+from tickcast.stack.hooks import create_topics
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, deadline_s: float = 10.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port} after {deadline_s}s")
+
+
+@dataclass
+class Emulator:
+    url: str
+    clock: EmulatorClock
+    day_open: datetime
+    symbols: list[str]
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """A Yahoo emulator on a free port, clock frozen at 10:30:30 New York of the latest session."""
+    day = sessions.latest_session_started(time.time())
+    start = session_start(day) + timedelta(seconds=30)  # 10:30:30 -> 09:30..10:29 closed, 10:30 forming
+    clock = EmulatorClock(start, speed=0)
+    suffix = uuid.uuid4().hex[:4].upper()  # symbols unique to the test: the shared lake has none of them yet
+    symbols = [f"A{suffix}", f"B{suffix}"]
+    source = SyntheticMarket(11, symbols, {}, 0.3, null_fraction=0.0)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(clock=clock, source=source), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_port(port)
+    try:
+        yield Emulator(
+            f"http://127.0.0.1:{port}", clock, start - timedelta(seconds=30) - timedelta(minutes=60), symbols
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class Broker:
+    port: int
+    proc: subprocess.Popen[bytes]
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start_broker(port: int, log: Path) -> Broker:
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port)
+    return Broker(port, proc)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = start_broker(free_port(), tmp_path / "tansu.log")
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+def configured(
+    stack: Settings, emulator: Emulator, bootstrap: str | None = None, symbols: list[str] | None = None
+) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    kafka_cfg = {"bars_topic": f"it.{run}.bars", "dlq_topic": f"it.{run}.dlq", "consumer_group": f"it-{run}"}
+    if bootstrap:
+        kafka_cfg["bootstrap_servers"] = bootstrap
+    syms = symbols or emulator.symbols
+    s = stack.model_copy(
+        update={
+            "symbols": syms,
+            "kafka": stack.kafka.model_copy(update=kafka_cfg),
+            "yahoo": stack.yahoo.model_copy(update={"base_url": emulator.url, "retries": 1, "backoff_s": 0.05}),
+        }
+    )
+    create_topics(s)
+    return s
+
+
+def test_poller_publishes_closed_minutes_once_and_the_next_one_when_it_closes(
+    stack: Settings, emulator: Emulator
+) -> None:
+    s = configured(stack, emulator)
+    a, b = emulator.symbols
+    with YahooClient(s) as client:
+        poller = Poller(s, client, BarPublisher(s))
+        assert poller.poll_once() == {a: 60, b: 60}, "09:30..10:29 are closed; the forming 10:30 is not sent"
+        assert poller.poll_once() == {a: 0, b: 0}, "nothing new while the clock stands still"
+        emulator.clock.advance(60)
+        assert poller.poll_once() == {a: 1, b: 1}, "10:30 closed: exactly one new bar each"
+        poller.publisher.close()
+    consume_to_lake(s, max_seconds=60, idle_seconds=3)
+    lake = Lake.from_settings(s)
+    for sym in (a, b):
+        df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=2))
+        assert len(df) == 61 and df["ts"].is_unique
+        assert df["ts"].max() == emulator.day_open + timedelta(minutes=60)  # the 10:30 bar
+
+
+def test_unknown_symbol_is_a_clear_error_while_the_others_go_on(stack: Settings, emulator: Emulator) -> None:
+    known = emulator.symbols[0]
+    s = configured(stack, emulator, symbols=[known, "NOPE"])
+    with YahooClient(s) as client:
+        poller = Poller(s, client, BarPublisher(s))
+        sent = poller.poll_once()
+        poller.publisher.close()
+    assert sent == {known: 60}
+    assert "No data found, symbol may be delisted" in poller.state.errors["NOPE"]
+
+
+def test_source_down_is_retried_with_backoff_and_reported_without_a_crash(stack: Settings, emulator: Emulator) -> None:
+    dead = Emulator(f"http://127.0.0.1:{free_port()}", emulator.clock, emulator.day_open, emulator.symbols[:1])
+    s = configured(stack, dead)
+    s = s.model_copy(update={"yahoo": s.yahoo.model_copy(update={"retries": 2, "backoff_s": 0.01})})
+    slept: list[float] = []
+    with YahooClient(s, sleep=slept.append) as client:
+        poller = Poller(s, client, BarPublisher(s))
+        assert poller.poll_once() == {}
+        poller.publisher.close()
+    assert len(slept) == 2, "two retries, each after a backoff"
+    assert "unreachable after 3 attempts" in poller.state.errors[emulator.symbols[0]]
+
+
+def test_broker_down_fails_loudly_and_nothing_counts_as_sent(
+    stack: Settings, emulator: Emulator, tmp_path: Path
+) -> None:
+    b = start_broker(free_port(), tmp_path / "tansu.log")
+    s = configured(stack, emulator, bootstrap=f"127.0.0.1:{b.port}", symbols=emulator.symbols[:1])
+    publisher = BarPublisher(
+        s, kafka.producer(s, delivery_timeout_ms=3000, request_timeout_ms=1000, max_block_ms=3000, retries=1)
+    )
+    with YahooClient(s) as client:
+        poller = Poller(s, client, publisher)
+        b.kill()
+        with pytest.raises(PublishError, match="did not acknowledge"):
+            poller.poll_once()
+        assert poller.state.watermarks[emulator.symbols[0]] is None, "the watermark moves only after acknowledged sends"
+
+
+def test_broker_restart_loses_nothing_for_good_producer_refetches_from_the_lake_mark(
+    stack: Settings, emulator: Emulator, tmp_path: Path
+) -> None:
+    port = free_port()
+    b = start_broker(port, tmp_path / "tansu.log")
+    sym = emulator.symbols[0]
+    s = configured(stack, emulator, bootstrap=f"127.0.0.1:{port}", symbols=[sym])
+    lake = Lake.from_settings(s)
+    # the lake already holds 09:30..09:59 (ingested before the broker died)
+    with YahooClient(s) as client:
+        got = client.bars(sym, range_="1d")
+    lake.upsert_bars([bar for bar in got.bars if bar.ts < emulator.day_open + timedelta(minutes=30)])
+    # publish everything, then the broker dies before the consumer read it (memory storage: all lost)
+    with YahooClient(s) as client:
+        poller = Poller(s, client, BarPublisher(s))
+        assert poller.poll_once() == {sym: 60}
+        poller.publisher.close()
+    b.kill()
+    b = start_broker(port, tmp_path / "tansu.log")
+    try:
+        create_topics(s)
+        # the restarted producer resumes from the lake's last minute and re-fetches the rest from the source
+        with YahooClient(s) as client:
+            restarted = Poller(s, client, BarPublisher(s), lake_last_ts=lake.last_ts)
+            assert restarted.poll_once() == {sym: 30}
+            restarted.publisher.close()
+        consume_to_lake(s, max_seconds=60, idle_seconds=3)
+        df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=2))
+        assert len(df) == 60 and df["ts"].is_unique, "every minute of the session is in the lake once"
+    finally:
+        b.kill()
+
+
+def test_backfill_publishes_every_closed_minute_of_the_requested_days(stack: Settings, emulator: Emulator) -> None:
+    a, b = emulator.symbols
+    s = configured(stack, emulator)
+    calls: list[tuple[str, int, int]] = []
+    report = backfill(s, 3, progress=lambda sym, done, total: calls.append((sym, done, total)))
+    assert not report.errors
+    assert report.per_symbol[a] == report.per_symbol[b] > 60
+    assert calls[-1][1] == calls[-1][2], "progress reaches its total"
+    consume_to_lake(s, max_seconds=60, idle_seconds=3)
+    lake = Lake.from_settings(s)
+    now = datetime.now(UTC)
+    df = lake.read(a, now - timedelta(days=10), now + timedelta(days=1))
+    assert len(df) == report.per_symbol[a] and df["ts"].is_unique
+    minutes_ny = {(t.tz_convert("America/New_York").hour, t.tz_convert("America/New_York").minute) for t in df["ts"]}
+    assert min(minutes_ny) >= (9, 30) and max(minutes_ny) <= (15, 59), "regular-session minutes only"
