@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from tickcast.settings import load_settings
+from tickcast.settings import StackSettings, load_settings
 from tickcast.stack import procs
 from tickcast.stack.supervisor import Supervisor
 
@@ -69,18 +69,9 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tickcast-bench-") as home:
-        azurite, kafka, mlflow, airflow = free_ports(4)
-        settings = load_settings(
-            _env_file=None,
-            stack={
-                "home": home,
-                "azurite_port": azurite,
-                "kafka_port": kafka,
-                "mlflow_port": mlflow,
-                "airflow_port": airflow,
-                "start_timeout_s": 300,
-            },
-        )
+        port_fields = [name for name in StackSettings.model_fields if name.endswith("_port")]
+        ports = dict(zip(port_fields, free_ports(len(port_fields)), strict=True))
+        settings = load_settings(_env_file=None, stack={"home": home, "start_timeout_s": 300, **ports})
         os.environ.update(settings.to_env())
         sup = Supervisor(settings)
         try:
