@@ -27,7 +27,8 @@ print(json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "seconds": time.monotonic() - t0,
     "heavy": heavy,
-    "dags": {d.dag_id: {"schedule": getattr(d.timetable, "summary", None) or str(getattr(d, "schedule", None)), "max_active_runs": d.max_active_runs,
+    "dags": {d.dag_id: {"schedule": getattr(d.timetable, "summary", None) or str(d.schedule),
+                        "max_active_runs": d.max_active_runs,
                         "catchup": d.catchup, "tasks": sorted(t.task_id for t in d.tasks),
                         "retries": sorted({t.retries for t in d.tasks})} for d in bag.dags.values()},
 }))
