@@ -21,7 +21,7 @@ status: _bootstrap
 
 # the whole test suite: unit, then integration (starts its own stack on free ports)
 test *args: _bootstrap
-    {{bin}}/pytest tests {{args}}
+    {{bin}}/pytest tests/unit tests/integration {{args}}
 
 # unit tests only (no services)
 test-unit *args: _bootstrap

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,10 +60,10 @@ class Emulator:
     symbols: list[str]
 
 
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    """A Yahoo emulator on a free port, clock frozen at 10:30:30 New York of the latest session."""
-    day = sessions.latest_session_started(time.time())
+@contextmanager
+def running_emulator(days_back: int = 0) -> Iterator[Emulator]:
+    """A Yahoo emulator on a free port, clock frozen at 10:30:30 New York of a session ``days_back`` ago."""
+    day = sessions.latest_session_started(time.time() - days_back * 86400)
     start = session_start(day) + timedelta(seconds=30)  # 10:30:30 -> 09:30..10:29 closed, 10:30 forming
     clock = EmulatorClock(start, speed=0)
     suffix = uuid.uuid4().hex[:4].upper()  # symbols unique to the test: the shared lake has none of them yet
@@ -76,12 +77,17 @@ def emulator() -> Iterator[Emulator]:
     thread.start()
     wait_for_port(port)
     try:
-        yield Emulator(
-            f"http://127.0.0.1:{port}", clock, start - timedelta(seconds=30) - timedelta(minutes=60), symbols
-        )
+        day_open = start - timedelta(seconds=30) - timedelta(minutes=60)
+        yield Emulator(f"http://127.0.0.1:{port}", clock, day_open, symbols)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with running_emulator() as emu:
+        yield emu
 
 
 @dataclass
@@ -160,6 +166,19 @@ def test_poller_publishes_closed_minutes_once_and_the_next_one_when_it_closes(
         df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=2))
         assert len(df) == 61 and df["ts"].is_unique
         assert df["ts"].max() == emulator.day_open + timedelta(minutes=60)  # the 10:30 bar
+
+
+def test_poller_follows_the_source_clock_not_the_wall_clock(stack: Settings) -> None:
+    """A source whose clock is weeks behind (tape replay, a paused emulator) still gets polled forward."""
+    with running_emulator(days_back=16) as emulator:
+        s = configured(stack, emulator)
+        a, b = emulator.symbols
+        with YahooClient(s) as client:
+            poller = Poller(s, client, BarPublisher(s))
+            assert poller.poll_once() == {a: 60, b: 60}
+            emulator.clock.advance(5 * 60)
+            assert poller.poll_once() == {a: 5, b: 5}, "five more minutes closed on the source's clock"
+            poller.publisher.close()
 
 
 def test_unknown_symbol_is_a_clear_error_while_the_others_go_on(stack: Settings, emulator: Emulator) -> None:

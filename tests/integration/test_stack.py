@@ -84,9 +84,15 @@ def _consume(group: str, topic: str, bootstrap: str, want: int, deadline_s: floa
 
 def test_kafka_consumer_group_commits_and_resumes(stack: Settings) -> None:
     from kafka import KafkaProducer
+    from kafka.admin import NewTopic
 
-    topic = stack.kafka.bars_topic
+    from tickcast.ingest.kafka import admin
+
     run = uuid.uuid4().hex[:8]
+    topic = f"it.{run}.groups"  # its own topic: the stack's producer is publishing to the bars topic
+    client = admin(stack)
+    client.create_topics([NewTopic(name=topic, num_partitions=3, replication_factor=1)])
+    client.close()
     producer = KafkaProducer(
         bootstrap_servers=stack.kafka_bootstrap,
         acks="all",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from tickcast.settings import SettingsError, env_name, load_settings
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no developer .env leaks in
+    for name in list(os.environ):
+        if name.startswith("TICKCAST_"):
+            monkeypatch.delenv(name)
 
 
 def test_defaults_derive_local_endpoints_from_the_stack() -> None:

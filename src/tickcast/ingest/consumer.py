@@ -69,7 +69,7 @@ def consume_to_lake(
     lake = lake or Lake.from_settings(s)
     topic = s.kafka.bars_topic
     consumer = kafka.consumer(s, topic)
-    dlq = kafka.producer(s)
+    dlq: Any = None  # created on the first dead letter
     report = IngestReport()
     start = time.monotonic()
     last_message: float | None = None  # idle time counts from the partition assignment (group join is slow)
@@ -98,6 +98,7 @@ def consume_to_lake(
                     good.extend(decode_value(rec.value))
                 except UndecodableMessage as err:
                     log.warning("dead letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
+                    dlq = dlq or kafka.producer(s)
                     pending_dlq.append(
                         dlq.send(
                             s.kafka.dlq_topic,
@@ -118,6 +119,7 @@ def consume_to_lake(
                 report.bars += len(good)
                 report.symbols.update(b.symbol for b in good)
             if pending_dlq:
+                assert dlq is not None
                 dlq.flush()
                 for fut in pending_dlq:
                     fut.get(timeout=30)  # raises if the DLQ write failed: then we must not commit
@@ -128,6 +130,7 @@ def consume_to_lake(
     finally:
         report.seconds = time.monotonic() - start
         consumer.close(autocommit=False)
-        dlq.close(timeout=5)
+        if dlq is not None:
+            dlq.close(timeout=5)
     log.info("ingest: %s", report.as_dict())
     return report

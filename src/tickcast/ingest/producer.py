@@ -115,14 +115,24 @@ class Poller:
                 log.warning("cannot read the lake's last minute of %s (%s); polling the current session", symbol, err)
         self._resumed = True
 
+    def _source_now(self, symbol: str) -> datetime:
+        """The source's own clock (meta.regularMarketTime), learnt once; the emulator's may be days behind."""
+        if self.state.source_time is None:
+            probe = self.client.bars(symbol, range_="1d")
+            self.state.source_time = probe.market_time or datetime.now(UTC)
+        return self.state.source_time
+
     def poll_symbol(self, symbol: str) -> int:
         mark = self.state.watermarks.get(symbol)
         if mark is None:
             got = self.client.bars(symbol, range_="1d")
         else:
-            max_span = timedelta(days=self.settings.ingest.max_backfill_days)
-            start = max(mark + MINUTE, datetime.now(UTC) - max_span)
-            got = self.client.bars(symbol, start=start, end=datetime.now(UTC) + MINUTE)
+            # The window starts after the watermark (but no further back than the source allows) and spans
+            # the longest request the source accepts; the source returns only what exists up to its clock.
+            # A watermark far behind catches up over a few polls.
+            span = timedelta(days=self.settings.ingest.max_backfill_days)
+            start = max(mark + MINUTE, self._source_now(symbol) - span + MINUTE)
+            got = self.client.bars(symbol, start=start, end=start + span)
         if got.market_time:
             self.state.source_time = got.market_time
         for ts, reason in got.rejected:

@@ -157,13 +157,18 @@ class Lake:
         df = bars_frame(bars)
         return self.upsert_frame(df)
 
-    def upsert_frame(self, df: pd.DataFrame) -> list[UpsertResult]:
+    def upsert_frame(self, df: pd.DataFrame, parallel: int = 8) -> list[UpsertResult]:
+        """Upsert every (symbol, day) group; groups touch different files, so they run concurrently."""
         if df.empty:
             return []
         days = df["ts"].dt.date
-        return [
-            self.upsert(str(symbol), day, group) for (symbol, day), group in df.groupby([df["symbol"], days], sort=True)
-        ]
+        groups = [(str(sym), day, group) for (sym, day), group in df.groupby([df["symbol"], days], sort=True)]
+        if len(groups) == 1 or parallel <= 1:
+            return [self.upsert(*g) for g in groups]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(parallel, len(groups))) as pool:
+            return list(pool.map(lambda g: self.upsert(*g), groups))
 
     # --- reads -----------------------------------------------------------------------------------
 
