@@ -96,12 +96,32 @@ class KafkaSettings(BaseModel):
 
 
 class MlflowSettings(BaseModel):
-    """The tracking server and the registered model."""
+    """The tracking server, the registered model and the promotion gate."""
 
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URL; derived from the stack in profile local, required in cloud"
     )
     model_name: str = Field("tickcast-lstm-attention", description="registered model name")
+    experiment: str = Field("tickcast-retrain", description="MLflow experiment of the retrain runs")
+    promotion_margin: float = Field(
+        0.01, ge=0, lt=1, description="a challenger must have RMSE < champion RMSE x (1 - margin) to be promoted"
+    )
+
+
+class ModelSettings(BaseModel):
+    """The forecaster: features window, LSTM+attention size, training loop, data split."""
+
+    window: int = Field(30, ge=2, description="minutes of features the model sees per prediction")
+    lstm_units: int = Field(32, ge=1, description="units of the LSTM layer")
+    epochs: int = Field(40, ge=1, description="maximum training epochs (early stopping usually ends sooner)")
+    batch_size: int = Field(256, ge=1, description="training batch size")
+    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate")
+    seed: int = Field(7, description="seed for weights, shuffling and TensorFlow ops")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of windows for validation (after train)")
+    test_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of windows held out (the most recent)")
+    lookback_days: int = Field(5, ge=1, description="days of lake data one retrain reads")
+    min_train_windows: int = Field(300, ge=10, description="fewer training windows than this: the retrain stops")
 
 
 class YahooSettings(BaseModel):
@@ -187,6 +207,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     yahoo: YahooSettings = Field(default_factory=YahooSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
