@@ -236,6 +236,77 @@ def ingest(
     console.print(report.as_dict())
 
 
+def _print_verdict(verdict: object) -> None:
+    from tickcast.registry.promotion import Verdict
+
+    assert isinstance(verdict, Verdict)
+    table = Table(title="challenger vs champion vs persistence (held-out minutes unseen by both)")
+    for col in ("forecaster", "RMSE $", "MAE $", "MAPE %", "direction %", "n"):
+        table.add_column(col, justify="right" if col != "forecaster" else "left")
+    for row in verdict.table_rows():
+        table.add_row(*row)
+    console.print(table)
+    colour = "green" if verdict.promote else "yellow"
+    console.print(f"[{colour}]{'PROMOTE' if verdict.promote else 'KEEP CHAMPION'}[/{colour}]: {verdict.reason}")
+    if verdict.champion_note:
+        console.print(f"champion: {verdict.champion_note}")
+
+
+@app.command()
+def train(
+    progress: Annotated[bool, typer.Option(help="show Keras' per-epoch progress")] = True,
+) -> None:
+    """Train a challenger on the lake window, log it to MLflow, register it and judge it (no deploy)."""
+    from tickcast.model.training import NotEnoughData
+    from tickcast.registry.mlflow_registry import RegistryError
+    from tickcast.retrain import emulator_oracle, judge, train_and_register
+
+    settings = _settings()
+    _logging()
+    try:
+        result, version = train_and_register(settings, oracle=emulator_oracle(settings), progress=progress)
+    except NotEnoughData as err:
+        err_console.print(f"[yellow]not enough data, nothing registered: {err}[/yellow]")
+        raise typer.Exit(3) from None
+    except RegistryError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    t = result.timings
+    console.print(
+        f"registered {settings.mlflow.model_name} v{version} (alias challenger) — fit {t['fit_s']:.1f}s, "
+        f"total {t['total_s']:.1f}s; held-out metrics: "
+        + ", ".join(f"{k}={v:.5g}" for k, v in result.metrics.items() if k.endswith(("rmse", "skill")))
+    )
+    for note in result.notes:
+        console.print(f"note: {note}")
+    _print_verdict(judge(settings, version))
+    console.print("deploy a positive verdict with `tickcast promote`")
+
+
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Option(help="version to judge (default: alias challenger)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="show the comparison, change nothing")] = False,
+) -> None:
+    """Judge the challenger against production and persistence; deploy it if it passes the gate."""
+    from tickcast.registry.mlflow_registry import Registry, RegistryError
+    from tickcast.retrain import default_deployer, judge
+
+    settings = _settings()
+    _logging()
+    try:
+        verdict = judge(settings, version)
+    except RegistryError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    _print_verdict(verdict)
+    if dry_run or not verdict.promote:
+        return
+    assert verdict.challenger_version is not None
+    default_deployer(settings)(verdict.challenger_version)
+    console.print(f"production -> v{verdict.challenger_version}; aliases: {Registry(settings).aliases()}")
+
+
 @stack_app.command("compose")
 def stack_compose(
     output: Annotated[Path, typer.Option(help="file to write")] = Path("docker-compose.local.yml"),

@@ -1,0 +1,186 @@
+"""MLflow lineage and the model registry: one run per training, one registered version, three aliases.
+
+A training run logs its params, metrics (model AND persistence AND, where known, the oracle), the
+artifacts a deployment needs under ``model/`` (``model.onnx``, ``preprocessing.json``, ``model.keras``),
+the plots, and tags: data window, dataset hash, git commit. The version is registered under
+``settings.mlflow.model_name`` from that ``model/`` folder and gets the alias ``challenger``.
+
+Aliases: ``production`` (what the endpoint serves), ``previous`` (what it served before: rollback
+target), ``challenger`` (the latest candidate). Stages are deprecated in MLflow and not used.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tickcast.settings import PROJECT_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from tickcast.model.training import TrainingResult
+    from tickcast.registry.promotion import Verdict
+
+PRODUCTION, CHALLENGER, PREVIOUS = "production", "challenger", "previous"
+ARTIFACT_DIR = "model"
+
+
+class RegistryError(Exception):
+    """MLflow refused or could not be reached; the message says which call and why."""
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    version: str
+    artifact_uri: str
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+class Registry:
+    def __init__(self, settings: Settings | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.settings = settings or get_settings()
+        self.name = self.settings.mlflow.model_name
+        self.uri = self.settings.mlflow_tracking_uri
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def check_reachable(self) -> None:
+        """Fail fast with a clear message when the tracking server is down (before any training)."""
+        import httpx
+
+        try:
+            httpx.get(f"{self.uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        except httpx.HTTPError as err:
+            raise RegistryError(f"MLflow at {self.uri} is not reachable ({err}); nothing was registered") from None
+
+    # --- logging a training ----------------------------------------------------------------------
+
+    def log_training(self, result: TrainingResult) -> LoggedModel:
+        """One run with everything needed to audit and deploy the model, then a registered version."""
+        import mlflow
+
+        self.check_reachable()
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        mlflow.set_experiment(self.settings.mlflow.experiment)
+        tags = {
+            "data_window_start": result.data_window[0].isoformat(),
+            "data_window_end": result.data_window[1].isoformat(),
+            "train_end": result.train_end.isoformat(),
+            "dataset_hash": result.dataset_hash,
+            "git_commit": git_commit(),
+            "symbols": ",".join(result.preprocessing.symbols),
+        }
+        with mlflow.start_run(tags=tags) as run:
+            mlflow.log_params(result.params)
+            mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
+            for epoch, (loss, val) in enumerate(zip(result.history["loss"], result.history["val_loss"], strict=False)):
+                mlflow.log_metrics({"train_loss": float(loss), "val_loss": float(val)}, step=epoch)
+            for name, fig in result.figures.items():
+                mlflow.log_figure(fig, f"plots/{name}.png")
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / ARTIFACT_DIR
+                folder.mkdir()
+                (folder / "model.onnx").write_bytes(result.onnx_model)
+                (folder / "preprocessing.json").write_text(result.preprocessing.to_json())
+                result.keras_model.save(folder / "model.keras")
+                (folder / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
+                mlflow.log_artifacts(str(folder), ARTIFACT_DIR)
+                result.test_frame.to_csv(Path(tmp) / "test_predictions.csv", index=False)
+                mlflow.log_artifact(str(Path(tmp) / "test_predictions.csv"), "evaluation")
+            artifact_uri = f"{run.info.artifact_uri}/{ARTIFACT_DIR}"
+        version = self._register(run.info.run_id, artifact_uri, tags)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        return LoggedModel(run_id=run.info.run_id, version=version, artifact_uri=artifact_uri)
+
+    def _register(self, run_id: str, source: str, tags: dict[str, str]) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            self.client.create_registered_model(
+                self.name, description="Next-minute close forecaster: LSTM + attention on causal features (ONNX)."
+            )
+        mv = self.client.create_model_version(self.name, source=source, run_id=run_id, tags=tags)
+        return str(mv.version)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def version(self, alias: str) -> ModelVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+
+    def download(self, version: str, dest: Path | None = None) -> Path:
+        """The version's ``model/`` folder (model.onnx, preprocessing.json, model.keras) on local disk."""
+        import mlflow
+
+        mv = self.client.get_model_version(self.name, version)
+        target = dest or Path(tempfile.mkdtemp(prefix=f"tickcast-v{version}-"))
+        path = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(target), tracking_uri=self.uri)
+        return Path(path)
+
+    # --- verdicts and aliases --------------------------------------------------------------------
+
+    def record_verdict(self, version: str, verdict: Verdict) -> None:
+        self.client.update_model_version(self.name, version, description=verdict.description())
+        self.client.set_model_version_tag(
+            self.name, version, "promotion_verdict", "promote" if verdict.promote else "keep_champion"
+        )
+        self.client.set_model_version_tag(self.name, version, "skill_vs_persistence", f"{verdict.skill:.6f}")
+
+    def promote(self, version: str) -> str | None:
+        """Move ``production`` to ``version``; the old production becomes ``previous``. Returns the old one."""
+        current = self.version(PRODUCTION)
+        old = str(current.version) if current is not None else None
+        if old == version:
+            return old
+        if old is not None:
+            self.client.set_registered_model_alias(self.name, PREVIOUS, old)
+        self.client.set_registered_model_alias(self.name, PRODUCTION, version)
+        return old
+
+    def rollback(self) -> tuple[str, str]:
+        """``production`` back to ``previous`` (which then points at the rolled-back version)."""
+        prod, prev = self.version(PRODUCTION), self.version(PREVIOUS)
+        if prod is None or prev is None:
+            raise RegistryError("rollback needs both a 'production' and a 'previous' version")
+        self.client.set_registered_model_alias(self.name, PRODUCTION, str(prev.version))
+        self.client.set_registered_model_alias(self.name, PREVIOUS, str(prod.version))
+        return str(prod.version), str(prev.version)
+
+    def aliases(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for alias in (PRODUCTION, PREVIOUS, CHALLENGER):
+            mv = self.version(alias)
+            out[alias] = (
+                None
+                if mv is None
+                else {"version": str(mv.version), "run_id": mv.run_id, "created": mv.creation_timestamp}
+            )
+        return out

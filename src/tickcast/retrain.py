@@ -1,0 +1,258 @@
+"""The retrain cycle, step by step, shared by the retrain DAG and the CLI (`tickcast train`, `tickcast promote`).
+
+1. :func:`load_window`  — the last ``TICKCAST_MODEL__LOOKBACK_DAYS`` of bars of every symbol from the lake;
+2. :func:`train_and_register` — train, export, evaluate, log one MLflow run, register a version (alias
+   ``challenger``); MLflow is checked BEFORE training so an unreachable server registers nothing;
+3. :func:`judge` — challenger vs champion (``production``) vs persistence on the challenger's held-out
+   window, each model loaded from the registry and scored with its OWN preprocessing; the verdict and
+   its numbers go into the version's description;
+4. deploying is the caller's: ``deploy(version)`` must make the endpoint serve the version and only then
+   move the alias (:class:`AliasOnlyDeployer` does just the alias move, for stacks without an endpoint).
+
+Steps hand over through MLflow only (version numbers), never through local files.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from tickcast.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from tickcast.lake.store import Lake
+    from tickcast.model.training import OracleFn, TrainingResult
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.registry.promotion import Verdict
+
+log = logging.getLogger(__name__)
+
+
+class Deployer(Protocol):
+    def __call__(self, version: str) -> None: ...
+
+
+class AliasOnlyDeployer:
+    """Moves ``production`` (old one -> ``previous``) without touching an endpoint."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def __call__(self, version: str) -> None:
+        self.registry.promote(version)
+
+
+@dataclass
+class CycleOutcome:
+    status: str  # "skipped" | "kept" | "promoted"
+    message: str
+    version: str | None = None
+    verdict: dict[str, Any] | None = None
+
+
+@dataclass
+class DataSummary:
+    enough: bool
+    message: str
+    bars: dict[str, int]
+
+
+def data_summary(settings: Settings, lake: Lake | None = None) -> DataSummary:
+    """Is there enough in the lake to train? (A cheap count, before any heavy import.)"""
+    bars = load_window(settings, lake)
+    counts = {str(k): int(v) for k, v in bars.groupby("symbol").size().items()} if len(bars) else {}
+    need = settings.model.min_train_windows / max(1.0, 1 - settings.model.val_fraction - settings.model.test_fraction)
+    total = sum(counts.values())
+    enough = total >= need
+    missing = [s for s in settings.symbols if s not in counts]
+    msg = (
+        f"{total} bars in the last {settings.model.lookback_days} days ({counts or 'none'}); "
+        f"about {need:.0f} needed" + (f"; no bars for {missing}" if missing else "")
+    )
+    return DataSummary(enough, ("enough data: " if enough else "not enough data, skipping: ") + msg, counts)
+
+
+def default_deployer(settings: Settings | None = None) -> Deployer:
+    """How a positive verdict is deployed in this installation."""
+    from tickcast.registry.mlflow_registry import Registry
+
+    return AliasOnlyDeployer(Registry(settings or get_settings()))
+
+
+def load_window(settings: Settings, lake: Lake | None = None, end: datetime | None = None) -> pd.DataFrame:
+    """Lake bars of every configured symbol for the lookback window ending at the newest bar (or ``end``)."""
+    from tickcast.lake.store import Lake
+
+    lake = lake or Lake.from_settings(settings)
+    frames = []
+    for sym in settings.symbols:
+        last = end or lake.last_ts(sym)
+        if last is None:
+            log.warning("%s: no bars in the lake", sym)
+            continue
+        start = last - timedelta(days=settings.model.lookback_days)
+        frames.append(lake.read(sym, start, last + timedelta(minutes=1)))
+    if not frames:
+        return pd.DataFrame(columns=["symbol", "ts", "open", "high", "low", "close", "volume"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def emulator_oracle(settings: Settings) -> OracleFn | None:
+    """The synthetic market's oracle, asked from the local Yahoo emulator (None in tape mode or in the cloud)."""
+    import httpx
+
+    if settings.profile != "local" or settings.emulator.mode != "synthetic":
+        return None
+    base = settings.yahoo_base_url
+
+    def oracle(symbol: str, ts: pd.Series) -> np.ndarray:
+        p1, p2 = int(ts.min().timestamp()), int(ts.max().timestamp()) + 60
+        resp = httpx.get(f"{base}/_emulator/oracle/{symbol}", params={"period1": p1, "period2": p2}, timeout=30)
+        resp.raise_for_status()
+        body = resp.json()
+        lookup = pd.Series(body["oracle"], index=pd.to_datetime(body["ts"], unit="s", utc=True), dtype=float)
+        return np.asarray(lookup.reindex(pd.to_datetime(ts, utc=True)).to_numpy(), dtype=float)
+
+    return oracle
+
+
+def train_and_register(
+    settings: Settings | None = None,
+    *,
+    bars: pd.DataFrame | None = None,
+    oracle: OracleFn | None = None,
+    progress: bool = False,
+    registry: Registry | None = None,
+) -> tuple[TrainingResult, str]:
+    """Train on the lake window and register the result; raises NotEnoughData when there is too little."""
+    from tickcast.model.training import train
+    from tickcast.registry.mlflow_registry import Registry
+
+    s = settings or get_settings()
+    registry = registry or Registry(s)
+    registry.check_reachable()
+    data = bars if bars is not None else load_window(s)
+    result = train(
+        data,
+        s.model,
+        symbols=[sym for sym in s.symbols if sym in set(data["symbol"])],
+        oracle=oracle,
+        progress=progress,
+    )
+    logged = registry.log_training(result)
+    registry.client.set_model_version_tag(
+        registry.name, logged.version, "test_start", result.test_window[0].isoformat()
+    )
+    registry.client.set_model_version_tag(registry.name, logged.version, "test_end", result.test_window[1].isoformat())
+    return result, logged.version
+
+
+def _scores(frame: pd.DataFrame, column: str) -> Any:
+    from tickcast.model.evaluation import forecast_metrics
+    from tickcast.registry.promotion import Scores
+
+    m = forecast_metrics(frame["next_close"].to_numpy(), frame[column].to_numpy(), frame["last_close"].to_numpy())
+    return Scores.from_dict(m)
+
+
+def judge(
+    settings: Settings | None = None,
+    version: str | None = None,
+    *,
+    registry: Registry | None = None,
+    lake: Lake | None = None,
+) -> Verdict:
+    """Score the challenger (``version``, default: alias challenger) against production and persistence."""
+    from tickcast.lake.store import Lake
+    from tickcast.model.predictor import Predictor
+    from tickcast.registry.mlflow_registry import CHALLENGER, PRODUCTION, Registry, RegistryError
+    from tickcast.registry.promotion import decide
+
+    s = settings or get_settings()
+    registry = registry or Registry(s)
+    lake = lake or Lake.from_settings(s)
+    if version is None:
+        mv = registry.version(CHALLENGER)
+        if mv is None:
+            raise RegistryError(f"{registry.name} has no 'challenger' version to judge")
+        version = str(mv.version)
+    mv = registry.client.get_model_version(registry.name, version)
+    start = pd.Timestamp(mv.tags["test_start"])
+    end = pd.Timestamp(mv.tags["test_end"])
+    challenger = Predictor.from_dir(registry.download(version))
+    symbols = list(challenger.preprocessing.symbols)
+    session_start = start.normalize()  # whole sessions: indicators need their warm-up minutes
+    bars = pd.concat(
+        [
+            lake.read(sym, session_start.to_pydatetime(), (end + pd.Timedelta(minutes=2)).to_pydatetime())
+            for sym in symbols
+        ],
+        ignore_index=True,
+    )
+    frame = challenger.predict_frame(bars)
+    frame = frame[(frame["ts"] >= start) & (frame["ts"] <= end) & frame["next_close"].notna()]
+    frame = frame.rename(columns={"predicted_close": "challenger"})
+
+    champion_version: str | None = None
+    champion_note: str | None = None
+    champ = registry.version(PRODUCTION)
+    if champ is not None and str(champ.version) != version:
+        champion_version = str(champ.version)
+        try:
+            champion = Predictor.from_dir(registry.download(champion_version))
+            train_end = pd.Timestamp(champ.tags.get("train_end") or champion.preprocessing.extra["train_end"])
+            unseen_from = train_end + pd.Timedelta(minutes=champion.preprocessing.window)
+            cf = champion.predict_frame(bars)[["symbol", "ts", "predicted_close"]]
+            cf = cf.rename(columns={"predicted_close": "champion"})
+            merged = frame.merge(cf, on=["symbol", "ts"], how="inner")
+            merged = merged[merged["ts"] > unseen_from]
+            if len(merged) >= 50:
+                frame = merged
+            else:
+                champion_note = (
+                    f"v{champion_version} has only {len(merged)} minutes it did not train on in this "
+                    "window; judged against persistence alone"
+                )
+        except Exception as err:  # any failure to load or score the champion is recorded, not fatal
+            champion_note = (
+                f"v{champion_version} could not be scored ({type(err).__name__}: {err}); judged against "
+                "persistence alone"
+            )
+    frame = frame.assign(persistence=frame["last_close"])
+    verdict = decide(
+        _scores(frame, "challenger"),
+        _scores(frame, "persistence"),
+        margin=s.mlflow.promotion_margin,
+        champion=_scores(frame, "champion") if "champion" in frame else None,
+        champion_note=champion_note,
+        challenger_version=version,
+        champion_version=champion_version,
+        eval_window=(frame["ts"].min().isoformat(), frame["ts"].max().isoformat()) if len(frame) else None,
+    )
+    registry.record_verdict(version, verdict)
+    return verdict
+
+
+def retrain_cycle(
+    settings: Settings | None = None, *, deploy: Deployer | None = None, oracle: OracleFn | None = None
+) -> CycleOutcome:
+    """The whole cycle in one call (the DAG runs the same steps as separate tasks)."""
+    from tickcast.model.training import NotEnoughData
+    from tickcast.registry.mlflow_registry import Registry
+
+    s = settings or get_settings()
+    registry = Registry(s)
+    try:
+        _, version = train_and_register(s, oracle=oracle, registry=registry)
+    except NotEnoughData as err:
+        return CycleOutcome("skipped", f"not enough data: {err}")
+    verdict = judge(s, version, registry=registry)
+    if not verdict.promote:
+        return CycleOutcome("kept", verdict.reason, version, verdict.as_dict())
+    (deploy or AliasOnlyDeployer(registry))(version)
+    return CycleOutcome("promoted", verdict.reason, version, verdict.as_dict())
