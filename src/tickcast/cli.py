@@ -241,7 +241,7 @@ def _print_verdict(verdict: object) -> None:
 
     assert isinstance(verdict, Verdict)
     table = Table(title="challenger vs champion vs persistence (held-out minutes unseen by both)")
-    for col in ("forecaster", "RMSE $", "MAE $", "MAPE %", "direction %", "n"):
+    for col in ("forecaster", "RMSE bp", "MAE $", "MAPE %", "direction %", "n"):
         table.add_column(col, justify="right" if col != "forecaster" else "left")
     for row in verdict.table_rows():
         table.add_row(*row)

@@ -152,12 +152,19 @@ def train_and_register(
     return result, logged.version
 
 
-def _scores(frame: pd.DataFrame, column: str) -> Any:
-    from tickcast.model.evaluation import forecast_metrics
+def scores_of(frame: pd.DataFrame, column: str) -> Any:
+    """Scores of one forecaster column of a frame with next_close and last_close (persistence: last_close)."""
+    from tickcast.model.evaluation import diebold_mariano, forecast_metrics
     from tickcast.registry.promotion import Scores
 
-    m = forecast_metrics(frame["next_close"].to_numpy(), frame[column].to_numpy(), frame["last_close"].to_numpy())
-    return Scores.from_dict(m)
+    actual, last = frame["next_close"].to_numpy(), frame["last_close"].to_numpy()
+    m = forecast_metrics(actual, frame[column].to_numpy(), last)
+    # the gate compares errors relative to the price (bp), so a high-priced symbol does not outweigh the others
+    scores = Scores.from_dict({**m, "rmse": m["rmse_bp"]})
+    if column != "persistence":
+        _, p = diebold_mariano((frame[column].to_numpy() - actual) / last, (last - actual) / last)
+        scores = Scores(**{**scores.__dict__, "pvalue_vs_persistence": p})
+    return scores
 
 
 def judge(
@@ -225,10 +232,11 @@ def judge(
             )
     frame = frame.assign(persistence=frame["last_close"])
     verdict = decide(
-        _scores(frame, "challenger"),
-        _scores(frame, "persistence"),
+        scores_of(frame, "challenger"),
+        scores_of(frame, "persistence"),
         margin=s.mlflow.promotion_margin,
-        champion=_scores(frame, "champion") if "champion" in frame else None,
+        alpha=s.mlflow.promotion_alpha,
+        champion=scores_of(frame, "champion") if "champion" in frame else None,
         champion_note=champion_note,
         challenger_version=version,
         champion_version=champion_version,

@@ -58,6 +58,9 @@ class StackSettings(BaseModel):
     airflow_port: int = Field(8080, ge=1, le=65535, description="TCP port of the Airflow API server and UI")
     yahoo_port: int = Field(8765, ge=1, le=65535, description="TCP port of the Yahoo chart-API emulator")
     producer_port: int = Field(8766, ge=1, le=65535, description="TCP port of the producer's health/status page")
+    gateway_port: int = Field(8770, ge=1, le=65535, description="TCP port of the APIM gateway stand-in")
+    function_port: int = Field(8771, ge=1, le=65535, description="TCP port of the Function app (uvicorn)")
+    endpoint_port: int = Field(8772, ge=1, le=65535, description="TCP port of the AML online endpoint stand-in")
     start_timeout_s: float = Field(120.0, gt=0, description="seconds to wait for one service to become healthy")
     stop_timeout_s: float = Field(10.0, gt=0, description="seconds to wait after SIGTERM before SIGKILL")
 
@@ -105,6 +108,9 @@ class MlflowSettings(BaseModel):
     experiment: str = Field("tickcast-retrain", description="MLflow experiment of the retrain runs")
     promotion_margin: float = Field(
         0.01, ge=0, lt=1, description="a challenger must have RMSE < champion RMSE x (1 - margin) to be promoted"
+    )
+    promotion_alpha: float = Field(
+        0.05, gt=0, lt=1, description="significance level of the challenger-vs-persistence Diebold-Mariano test"
     )
 
 
@@ -168,6 +174,37 @@ class IngestSettings(BaseModel):
     max_backfill_days: int = Field(7, ge=1, le=30, description="days one chart request may span (Yahoo: ~8)")
 
 
+class ServingSettings(BaseModel):
+    """The online endpoint the Function app calls (AML in the cloud, emulators/aml_endpoint locally)."""
+
+    endpoint_name: str = Field("tickcast", description="AML online endpoint name")
+    endpoint_url: str | None = Field(
+        None, description="scoring URI of the endpoint; derived from the stack in local, required in cloud"
+    )
+    endpoint_key: SecretStr | None = Field(
+        SecretStr("local-endpoint-key"),
+        description="endpoint key (local stand-in only; in cloud the Function authenticates with its identity)",
+    )
+    request_timeout_ms: int = Field(5000, ge=100, description="scoring request timeout (AML's default is 5000)")
+    min_bars: int = Field(0, ge=0, description="bars a caller must send at least (0 = what the model's window needs)")
+
+
+class GatewaySettings(BaseModel):
+    """API Management: the public entry point (emulators/apim locally, enforcing cloud/apim/policy.xml)."""
+
+    url: str | None = Field(None, description="gateway base URL; derived from the stack in local, APIM URL in cloud")
+    subscription_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("local-subscription-key")],
+        description='keys the local gateway accepts, JSON e.g. ["key1","key2"] (APIM issues them in the cloud)',
+    )
+    client_key: SecretStr | None = Field(
+        None, description="key `tickcast predict`/`just smoke` send; default: the first local subscription key"
+    )
+    policy_file: Path = Field(
+        PROJECT_ROOT / "cloud" / "apim" / "policy.xml", description="APIM policy shared by cloud/ and the local gateway"
+    )
+
+
 class AirflowSettings(BaseModel):
     """The local Airflow 3 standalone instance."""
 
@@ -211,6 +248,8 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     yahoo: YahooSettings = Field(default_factory=YahooSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
 
@@ -273,6 +312,29 @@ class Settings(BaseSettings):
         return f"http://{self.stack.host}:{self.stack.yahoo_port}"
 
     @property
+    def endpoint_url(self) -> str:
+        """The endpoint's base URL (``POST {endpoint_url}/score``)."""
+        if self.serving.endpoint_url:
+            return self.serving.endpoint_url.rstrip("/").removesuffix("/score")
+        return f"http://{self.stack.host}:{self.stack.endpoint_port}"
+
+    @property
+    def function_url(self) -> str:
+        return f"http://{self.stack.host}:{self.stack.function_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        if self.gateway.url:
+            return self.gateway.url.rstrip("/")
+        return f"http://{self.stack.host}:{self.stack.gateway_port}"
+
+    def gateway_client_key(self) -> str | None:
+        if self.gateway.client_key is not None:
+            return self.gateway.client_key.get_secret_value()
+        keys = self.gateway.subscription_keys
+        return keys[0].get_secret_value() if keys and self.profile == "local" else None
+
+    @property
     def airflow_url(self) -> str:
         return f"http://{self.stack.host}:{self.stack.airflow_port}"
 
@@ -291,6 +353,11 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="python")
         secret = self.storage.connection_string
         data["storage"]["connection_string"] = secret.get_secret_value() if secret else None
+        key = self.serving.endpoint_key
+        data["serving"]["endpoint_key"] = key.get_secret_value() if key else None
+        data["gateway"]["subscription_keys"] = [k.get_secret_value() for k in self.gateway.subscription_keys]
+        client = self.gateway.client_key
+        data["gateway"]["client_key"] = client.get_secret_value() if client else None
         walk((), data)
         return out
 

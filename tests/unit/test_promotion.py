@@ -63,9 +63,9 @@ def test_the_description_carries_the_numbers() -> None:
     text = v.description()
     for fragment in (
         "PROMOTE",
-        "challenger v7: RMSE 0.90000",
-        "champion v6: RMSE 0.95000",
-        "persistence: RMSE 1.00000",
+        "challenger v7: RMSE 0.900 bp",
+        "champion v6: RMSE 0.950 bp",
+        "persistence: RMSE 1.000 bp",
         "Margin: 0.020",
         "2026-11-24T19:00:00+00:00",
     ):

@@ -28,7 +28,7 @@ class NotEnoughBars(ValueError):
         self.given = given
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Windows:
     """``n`` windows: ``x`` float32 ``[n, window, n_features]`` (UNSCALED), labelled by their last minute."""
 

@@ -114,6 +114,9 @@ def train(
         s: assign_splits(np.asarray(w.ts, dtype="datetime64[ns]"), train_end, val_end, cfg.window)
         for s, w in per_symbol.items()
     }
+    for sym in [s for s, sp in splits.items() if not (sp == 0).any()]:
+        notes.append(f"{sym}: no windows in the training period (data starts too late); left out")
+        del per_symbol[sym], splits[sym]
     n_train = int(sum((sp == 0).sum() for sp in splits.values()))
     if n_train < cfg.min_train_windows:
         raise NotEnoughData(
@@ -192,6 +195,7 @@ def train(
             frame["predicted_close"].to_numpy(),
             persistence=frame["last_close"].to_numpy(),
             symbol=str(frame["symbol"].iloc[0]) if len(frame) else "",
+            symbols=frame["symbol"].to_numpy(),
         ),
     }
     t_end = time.monotonic()

@@ -3,7 +3,9 @@
 Rule (ARCHITECTURE, "Promotion"): on the same most-recent held-out window, each model scored with its
 OWN preprocessing, the challenger is promoted only if
 
-1. it beats persistence ("next close = last close"): RMSE_challenger < RMSE_persistence, and
+1. it beats persistence ("next close = last close"): RMSE_challenger < RMSE_persistence, significantly
+   (one-sided Diebold-Mariano test on squared errors, p < alpha — on a random walk a model "beats"
+   persistence by luck about half the time), and
 2. it beats the champion by the configured margin: RMSE_challenger < RMSE_champion × (1 − margin).
 
 The window must be unseen by BOTH models: the champion is scored only on minutes after the end of its
@@ -22,13 +24,14 @@ MIN_EVAL_POINTS = 50
 
 @dataclass(frozen=True)
 class Scores:
-    """RMSE etc. of one forecaster on the evaluation window."""
+    """Errors of one forecaster on the evaluation window (``rmse`` in basis points of the last close)."""
 
     rmse: float
     mae: float
     mape: float
     directional_accuracy: float
     n: int
+    pvalue_vs_persistence: float | None = None  # Diebold-Mariano, one-sided: is it better than persistence?
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Scores:
@@ -72,7 +75,7 @@ class Verdict:
             rows.append((f"champion v{self.champion_version}", self.champion))
         rows.append(("persistence", self.persistence))
         return [
-            (name, f"{s.rmse:.5f}", f"{s.mae:.5f}", f"{s.mape:.4f}", f"{100 * s.directional_accuracy:.1f}", str(s.n))
+            (name, f"{s.rmse:.3f}", f"{s.mae:.5f}", f"{s.mape:.4f}", f"{100 * s.directional_accuracy:.1f}", str(s.n))
             for name, s in rows
         ]
 
@@ -82,8 +85,12 @@ class Verdict:
         if self.eval_window:
             lines.append(f"Evaluation window (unseen by both): {self.eval_window[0]} .. {self.eval_window[1]}")
         lines.append(f"Margin: {self.margin:.3f}; skill vs persistence: {self.skill:+.4f}")
+        if self.challenger.pvalue_vs_persistence is not None:
+            lines.append(
+                f"Diebold-Mariano p-value, challenger vs persistence: {self.challenger.pvalue_vs_persistence:.4f}"
+            )
         for name, rmse, mae, mape, direction, n in self.table_rows():
-            lines.append(f"- {name}: RMSE {rmse}, MAE {mae}, MAPE {mape} %, direction {direction} %, n {n}")
+            lines.append(f"- {name}: RMSE {rmse} bp, MAE {mae}, MAPE {mape} %, direction {direction} %, n {n}")
         if self.champion_note:
             lines.append(f"Champion: {self.champion_note}")
         lines.extend(self.notes)
@@ -95,6 +102,7 @@ def decide(
     persistence: Scores,
     *,
     margin: float,
+    alpha: float = 0.05,
     champion: Scores | None = None,
     champion_note: str | None = None,
     challenger_version: str | None = None,
@@ -120,7 +128,14 @@ def decide(
     if challenger.n < MIN_EVAL_POINTS:
         return verdict(False, f"only {challenger.n} evaluation points (need {MIN_EVAL_POINTS})")
     if not challenger.rmse < persistence.rmse:
-        return verdict(False, f"does not beat persistence (RMSE {challenger.rmse:.5f} ≥ {persistence.rmse:.5f})")
+        return verdict(False, f"does not beat persistence (RMSE {challenger.rmse:.3f} bp ≥ {persistence.rmse:.3f} bp)")
+    p = challenger.pvalue_vs_persistence
+    if p is not None and not p < alpha:
+        return verdict(
+            False,
+            f"beats persistence by {1 - challenger.rmse / persistence.rmse:.2%}, but not significantly "
+            f"(Diebold-Mariano p = {p:.3f} ≥ {alpha}); indistinguishable from luck",
+        )
     if champion is None:
         why = champion_note or "no champion yet"
         return verdict(True, f"beats persistence by {1 - challenger.rmse / persistence.rmse:.2%}; {why}")
@@ -128,8 +143,8 @@ def decide(
     if not challenger.rmse < bar:
         return verdict(
             False,
-            f"does not beat the champion by the margin (RMSE {challenger.rmse:.5f} ≥ {bar:.5f} = "
-            f"{champion.rmse:.5f} × (1 − {margin}))",
+            f"does not beat the champion by the margin (RMSE {challenger.rmse:.3f} bp ≥ {bar:.3f} = "
+            f"{champion.rmse:.3f} × (1 − {margin}))",
         )
     return verdict(
         True,
