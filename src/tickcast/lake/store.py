@@ -82,7 +82,7 @@ def bars_frame(bars: Iterable[Bar], ingested_at: datetime | None = None) -> pd.D
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df["ts"] = pd.to_datetime(df["ts"], utc=True).astype("datetime64[s, UTC]")
-    df["ingested_at"] = pd.to_datetime(df["ingested_at"], utc=True).astype("datetime64[ms, UTC]")
+    df["ingested_at"] = pd.to_datetime(df["ingested_at"], utc=True).dt.floor("ms").astype("datetime64[ms, UTC]")
     for col in ("open", "high", "low", "close", "volume"):
         df[col] = df[col].astype("float64")
     return df[COLUMNS]
@@ -120,6 +120,7 @@ class Lake:
 
         if new.empty:
             raise ValueError("upsert needs at least one bar")
+        new = _normalise(new)
         blob = self.container.get_blob_client(day_path(symbol, day))
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:

@@ -1,0 +1,43 @@
+"""``python -m emulators.aml_endpoint [--host H] [--port P] [--state-dir DIR]``: serve the stand-in with uvicorn.
+
+Defaults: ``stack.host``, ``stack.endpoint_port`` and ``<stack.home>/data/endpoint`` from
+:func:`tickcast.settings.get_settings`; the key and the request timeout come from ``TICKCAST_SERVING__*``,
+MLflow from ``TICKCAST_MLFLOW__*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import uvicorn
+
+from emulators.aml_endpoint.app import create_app, default_state_dir
+from tickcast.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m emulators.aml_endpoint", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=settings.stack.host, help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=settings.stack.endpoint_port, help="port (default: %(default)s)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(settings),
+        help="deployments and state.json (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-errors",
+        choices=["aml", "passthrough"],
+        default="aml",
+        help="non-200 answers of score.py: 424 + ms-azureml-model-error-statuscode like AML (default), or as is",
+    )
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default: %(default)s)")
+    args = parser.parse_args(argv)
+    app = create_app(settings, state_dir=args.state_dir, model_errors=args.model_errors)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The HTTP face of the AML online endpoint stand-in (FastAPI). Routes, in AML's terms:
+
+Data plane (``Authorization: Bearer <settings.serving.endpoint_key>`` on everything but ``GET /``):
+
+* ``GET /`` → 200 ``Healthy`` (liveness, no key).
+* ``POST /score`` → routed by the traffic weights (a seeded draw), or to the deployment named in the
+  ``azureml-model-deployment`` request header (also at 0 % traffic: how a new colour is smoke-tested). The
+  chosen deployment's score.py ``run()`` gets the body as a ``str``, in a worker thread. Every scored answer
+  carries ``azureml-model-deployment: <name>``. Answers:
+
+  - 200: ``run()``'s result, JSON-encoded (as azmlinfsrv does);
+  - a non-200 answer of score.py (its 4xx, or 500 when ``run()`` raised — azmlinfsrv's body
+    ``{"message": "An unexpected error occurred in scoring script. Check the logs for more info."}``):
+    with ``model_errors="aml"`` (default) the status becomes **424** with the container's status in
+    ``ms-azureml-model-error-statuscode`` and its reason phrase in ``ms-azureml-model-error-reason``, the body
+    untouched — what a real AML online endpoint documents ("Model Error"); with ``model_errors="passthrough"``
+    the container's status is returned as is. :func:`tickcast.serving.schema.model_status` reads both;
+  - 408 ``{"message": ...}`` when ``run()`` takes longer than ``settings.serving.request_timeout_ms`` (AML's
+    ``request_timeout_ms``; the stuck thread is left to finish);
+  - 404 ``{"message": "No valid deployments to route to. ..."}`` when no deployment has a positive weight
+    (or the header names a deployment that does not exist or is Failed);
+  - 401 ``{"message": ...}`` + ``WWW-Authenticate: Bearer`` without the right key.
+
+Management (same key; bodies ``{"error": {"code", "message"}}`` on failure, ARM style):
+
+* ``PUT /deployments/{name}`` ``{"model_version": "3"}`` → create (201) or update (200) synchronously; 422
+  when the model could not be fetched or ``init()`` failed (body ``provisioning_state: "Failed"`` + ``error``);
+* ``GET /deployments`` → ``{"value": [...]}``; ``GET /deployments/{name}``; ``DELETE /deployments/{name}`` →
+  204, 409 while it has traffic;
+* ``GET /traffic`` → ``{"blue": 100, "green": 0}``; ``PUT /traffic`` same shape → names not given get 0;
+  weights must be whole percentages summing to 100 (or all 0 to stop routing) and only Succeeded deployments
+  may get a positive weight (400 otherwise, saying why).
+
+Deployments, the state file and restarts: :mod:`emulators.aml_endpoint.deployments`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from emulators.aml_endpoint.deployments import SCORE_SCRIPT, Deployments, EndpointError, ModelLoader
+from tickcast.serving.schema import DEPLOYMENT_HEADER, MODEL_ERROR_REASON_HEADER, MODEL_ERROR_STATUS_HEADER
+from tickcast.settings import Settings, get_settings
+
+log = logging.getLogger("emulators.aml_endpoint")
+
+ModelErrors = Literal["aml", "passthrough"]
+UNEXPECTED_SCORING_ERROR = "An unexpected error occurred in scoring script. Check the logs for more info."
+UNEXPECTED_INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
+SCORE_THREADS = 8
+
+
+def default_state_dir(settings: Settings) -> Path:
+    """``<stack.home>/data/endpoint`` — the stack's data folder of the ``endpoint`` service."""
+    return settings.stack.resolved_home() / "data" / "endpoint"
+
+
+def registry_loader(settings: Settings, downloads: Path) -> ModelLoader:
+    """Fetch a registered version's ``model/`` folder from MLflow into ``downloads/<random>/``."""
+
+    def load(version: str) -> Path:
+        import uuid
+
+        from tickcast.registry.mlflow_registry import Registry
+
+        dest = downloads / uuid.uuid4().hex[:12]
+        dest.mkdir(parents=True)
+        return Registry(settings).download(version, dest=dest)
+
+    return load
+
+
+def _container_answer(result: Any) -> tuple[int, bytes, str]:
+    """(status, body, content type) of what ``run()`` returned, the way azmlinfsrv turns it into HTTP."""
+    if hasattr(result, "status_code") and hasattr(result, "get_data"):  # AMLResponse / flask / ScoreResponse
+        headers = getattr(result, "headers", None) or {}
+        content_type = headers.get("Content-Type") or getattr(result, "mimetype", None) or "application/json"
+        data = result.get_data()
+        return int(result.status_code), data if isinstance(data, bytes) else str(data).encode(), str(content_type)
+    try:
+        return 200, json.dumps(result).encode("utf-8"), "application/json"
+    except (TypeError, ValueError):
+        log.exception("run() returned a value that is not JSON-serialisable")
+        return 500, json.dumps({"message": UNEXPECTED_INTERNAL_ERROR}).encode(), "application/json"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _arm_error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    state_dir: Path | None = None,
+    model_loader: ModelLoader | None = None,
+    score_script: Path | None = None,
+    seed: int | None = None,
+    model_errors: ModelErrors = "aml",
+) -> FastAPI:
+    """The stand-in. ``model_loader(version) -> folder`` replaces the MLflow download (tests);
+    ``score_script`` replaces ``src/tickcast/serving/score.py`` (AML's ``scoring_script``); ``seed`` makes the
+    weighted routing reproducible; ``model_errors`` chooses how score.py's non-200 answers reach the caller.
+    """
+    cfg = settings or get_settings()
+    if cfg.serving.endpoint_key is None or not cfg.serving.endpoint_key.get_secret_value():
+        raise ValueError("the endpoint stand-in needs a key: set TICKCAST_SERVING__ENDPOINT_KEY")
+    key = cfg.serving.endpoint_key.get_secret_value().encode()
+    timeout_s = cfg.serving.request_timeout_ms / 1000
+    folder = (state_dir or default_state_dir(cfg)).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    downloads = folder / "downloads"
+    deployments = Deployments(
+        folder,
+        model_loader or registry_loader(cfg, downloads),
+        score_script=score_script or SCORE_SCRIPT,
+        seed=seed,
+        downloads_dir=None if model_loader else downloads,
+    )
+    executor = ThreadPoolExecutor(max_workers=SCORE_THREADS, thread_name_prefix="aml-score")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="tickcast AML online endpoint stand-in", version="1", lifespan=lifespan)
+    app.state.deployments = deployments
+
+    def authorised(request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key)
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next: Any) -> Any:
+        if request.url.path == "/" or authorised(request):
+            return await call_next(request)
+        message = "missing or invalid key: send Authorization: Bearer <endpoint key> (TICKCAST_SERVING__ENDPOINT_KEY)"
+        headers = {"WWW-Authenticate": "Bearer"}
+        if request.url.path == "/score":
+            return JSONResponse({"message": message}, status_code=401, headers=headers)
+        response = _arm_error(401, "Unauthorized", message)
+        response.headers.update(headers)
+        return response
+
+    @app.exception_handler(EndpointError)
+    async def endpoint_error(_: Request, err: EndpointError) -> JSONResponse:
+        return _arm_error(err.status, err.code, err.message)
+
+    @app.get("/", response_class=PlainTextResponse)
+    def liveness() -> str:
+        return "Healthy"
+
+    @app.post("/score")
+    async def score(request: Request) -> Response:
+        try:
+            name, module = deployments.route(request.headers.get(DEPLOYMENT_HEADER))
+        except EndpointError as err:
+            return JSONResponse({"message": err.message}, status_code=err.status)
+        headers = {DEPLOYMENT_HEADER: name}
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:  # azmlinfsrv's BadInput
+            status, body, content_type = (
+                400,
+                json.dumps({"message": f"Input cannot be decoded as UTF-8: {err}"}).encode(),
+                "application/json",
+            )
+        else:
+            future = asyncio.get_running_loop().run_in_executor(executor, module.run, text)
+            try:
+                result = await asyncio.wait_for(future, timeout=timeout_s)
+            except TimeoutError:
+                log.warning("deployment %s: run() exceeded request_timeout_ms=%d", name, cfg.serving.request_timeout_ms)
+                return JSONResponse(
+                    {
+                        "message": f"Request timed out: deployment {name!r} did not answer within "
+                        f"request_timeout_ms={cfg.serving.request_timeout_ms}"
+                    },
+                    status_code=408,
+                    headers=headers,
+                )
+            except Exception:
+                log.exception("deployment %s: run() raised", name)
+                status, body, content_type = (
+                    500,
+                    json.dumps({"message": UNEXPECTED_SCORING_ERROR}).encode(),
+                    ("application/json"),
+                )
+            else:
+                status, body, content_type = _container_answer(result)
+        if status != 200 and model_errors == "aml":
+            headers[MODEL_ERROR_STATUS_HEADER] = str(status)
+            headers[MODEL_ERROR_REASON_HEADER] = _phrase(status)
+            status = 424
+        return Response(body, status_code=status, headers=headers, media_type=content_type)
+
+    # --- management ---------------------------------------------------------------------------------
+
+    async def json_body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except ValueError as err:
+            raise EndpointError(400, f"the body is not valid JSON ({err})") from None
+
+    @app.put("/deployments/{name}")
+    async def put_deployment(name: str, request: Request) -> JSONResponse:
+        body = await json_body(request)
+        if not isinstance(body, dict) or set(body) != {"model_version"}:
+            raise EndpointError(400, 'send {"model_version": "<MLflow model version>"}, e.g. {"model_version": "3"}')
+        version = body["model_version"]
+        if isinstance(version, bool) or not isinstance(version, str | int):
+            raise EndpointError(400, f"model_version must be a string or an integer, got {version!r}")
+        record, created = await asyncio.to_thread(deployments.put, name, str(version).strip())
+        if record["provisioning_state"] != "Succeeded":
+            return JSONResponse(record, status_code=422)
+        return JSONResponse(record, status_code=201 if created else 200)
+
+    @app.get("/deployments")
+    def list_deployments() -> dict[str, Any]:
+        return {"value": deployments.list()}
+
+    @app.get("/deployments/{name}")
+    def get_deployment(name: str) -> dict[str, Any]:
+        return deployments.get(name)
+
+    @app.delete("/deployments/{name}", status_code=204)
+    def delete_deployment(name: str) -> Response:
+        deployments.delete(name)
+        return Response(status_code=204)
+
+    @app.get("/traffic")
+    def get_traffic() -> dict[str, int]:
+        return deployments.get_traffic()
+
+    @app.put("/traffic")
+    async def put_traffic(request: Request) -> dict[str, int]:
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise EndpointError(400, 'send the split as {"<deployment>": <percent>, ...}, e.g. {"blue": 100}')
+        return deployments.set_traffic(body)
+
+    return app

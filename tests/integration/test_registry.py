@@ -1,0 +1,169 @@
+"""Training -> MLflow -> registry -> promotion gate, against the stack's real MLflow server and Azurite lake.
+
+Each module run uses its own registered-model name and its own synthetic symbols (written to the lake),
+so it never collides with other tests or with a developer's models.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from emulators.yahoo.frames import lake_frame
+from emulators.yahoo.synthetic import SyntheticMarket
+from tickcast.lake.store import Lake
+from tickcast.settings import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def trained_settings(stack: Settings) -> Iterator[Settings]:
+    run = uuid.uuid4().hex[:4].upper()
+    symbols = ["REGA", "REGB", "REGC"]  # fixed names: the synthetic series (seeded by name) are the same every run
+    market = SyntheticMarket(9, symbols, {}, 0.4, null_fraction=0.0)
+    Lake.from_settings(stack).upsert_frame(lake_frame(market, symbols, 5, time.time()))
+    yield stack.model_copy(
+        update={
+            "symbols": symbols,
+            "mlflow": stack.mlflow.model_copy(
+                update={"model_name": f"it-model-{run.lower()}", "experiment": f"it-retrain-{run.lower()}"}
+            ),
+        }
+    )
+
+
+def test_first_model_is_logged_registered_and_promoted(trained_settings: Settings) -> None:
+    from tickcast.model.predictor import Predictor
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.retrain import retrain_cycle
+
+    outcome = retrain_cycle(trained_settings)
+    assert outcome.status == "promoted", outcome.message
+    reg = Registry(trained_settings)
+    prod = reg.version("production")
+    assert prod is not None and str(prod.version) == outcome.version
+    assert reg.version("challenger") is not None
+    assert "PROMOTE" in (prod.description or "") and "persistence" in (prod.description or "")
+
+    run = reg.client.get_run(prod.run_id)
+    for tag in ("data_window_start", "data_window_end", "dataset_hash", "git_commit", "train_end"):
+        assert run.data.tags.get(tag), tag
+    for metric in ("model_rmse", "persistence_rmse", "skill", "onnx_max_abs_diff"):
+        assert metric in run.data.metrics, metric
+    artifacts = {a.path for a in reg.client.list_artifacts(prod.run_id, "model")}
+    assert {"model/model.onnx", "model/preprocessing.json", "model/model.keras"} <= artifacts
+    plots = {a.path for a in reg.client.list_artifacts(prod.run_id, "plots")}
+    assert {"plots/training_curve.png", "plots/predicted_vs_actual.png"} <= plots
+
+    # the registered artifacts serve: load by alias and predict from the lake's latest bars
+    predictor = Predictor.from_dir(reg.download(str(prod.version)))
+    sym = trained_settings.symbols[0]
+    lake = Lake.from_settings(trained_settings)
+    last = lake.last_ts(sym)
+    assert last is not None
+    bars = lake.read(sym, last.replace(hour=0, minute=0), last.replace(hour=23, minute=59))
+    prediction = predictor.predict_latest(bars, sym)
+    assert abs(prediction.predicted_close / prediction.last_close - 1) < 0.01
+
+
+def test_a_challenger_that_does_not_beat_the_champion_by_the_margin_is_not_promoted(
+    trained_settings: Settings,
+) -> None:
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.retrain import retrain_cycle
+
+    strict = trained_settings.model_copy(
+        update={
+            "mlflow": trained_settings.mlflow.model_copy(update={"promotion_margin": 0.5}),
+        }
+    )
+    reg = Registry(strict)
+    before = reg.version("production")
+    outcome = retrain_cycle(strict)
+    assert outcome.status == "kept", outcome.message
+    assert "does not beat the champion" in outcome.message
+    after = reg.version("production")
+    assert before is not None and after is not None and after.version == before.version, "production unmoved"
+    challenger = reg.version("challenger")
+    assert challenger is not None and str(challenger.version) == outcome.version
+    assert "KEEP CHAMPION" in (
+        reg.client.get_model_version(strict.mlflow.model_name, outcome.version).description or ""
+    )
+
+
+def test_a_champion_whose_artifacts_are_gone_is_recorded_and_persistence_decides(trained_settings: Settings) -> None:
+    from tickcast.azure import container
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.retrain import judge
+
+    reg = Registry(trained_settings)
+    prod = reg.version("production")
+    challenger = reg.version("challenger")
+    assert prod is not None and challenger is not None and prod.version != challenger.version
+    blobs = container(trained_settings.storage.mlflow_container, trained_settings)
+    removed = 0
+    for blob in blobs.list_blobs():
+        if prod.run_id in blob.name:
+            blobs.delete_blob(blob.name)
+            removed += 1
+    assert removed, "the champion's artifacts live in Azurite"
+    verdict = judge(trained_settings, str(challenger.version))
+    assert verdict.champion is None
+    assert verdict.champion_note is not None and "could not be scored" in verdict.champion_note
+    assert (
+        verdict.champion_note
+        in reg.client.get_model_version(trained_settings.mlflow.model_name, str(challenger.version)).description
+    )
+
+
+def test_mlflow_down_fails_before_training_and_registers_nothing(trained_settings: Settings) -> None:
+    from tickcast.registry.mlflow_registry import Registry, RegistryError
+    from tickcast.retrain import train_and_register
+
+    reg = Registry(trained_settings)
+    count = len(reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'"))
+    down = trained_settings.model_copy(
+        update={
+            "mlflow": trained_settings.mlflow.model_copy(update={"tracking_uri": "http://127.0.0.1:9"}),
+        }
+    )
+    t0 = time.monotonic()
+    with pytest.raises(RegistryError, match=r"not reachable.*nothing was registered"):
+        train_and_register(down)
+    assert time.monotonic() - t0 < 30
+    assert len(reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'")) == count
+
+
+def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Settings) -> None:
+    from tests.integration.conftest import stack_flavour
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.stack.supervisor import Supervisor
+
+    if stack_flavour()[0] != "processes":
+        pytest.skip("dag.test() needs the process stack's Airflow home")
+    reg = Registry(trained_settings)
+    before = len(reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'"))
+    sup = Supervisor(trained_settings)
+    env = sup._env(sup.services["airflow"])
+    env.update(trained_settings.to_env())
+    code = "import runpy; runpy.run_path('dags/retrain.py')['retrain_dag'].test()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    versions = reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'")
+    assert len(versions) == before + 1, "the DAG registered exactly one new version"
+    newest = max(versions, key=lambda v: int(v.version))
+    assert newest.tags.get("promotion_verdict") in {"promote", "keep_champion"}
