@@ -73,11 +73,19 @@ def registry_loader(settings: Settings, downloads: Path) -> ModelLoader:
     def load(version: str) -> Path:
         import uuid
 
-        from tickcast.registry.mlflow_registry import Registry
+        from tickcast.registry.mlflow_registry import Registry, RegistryError
 
+        registry = Registry(settings)
+        try:
+            registry.check_reachable()  # fail in seconds, not after MLflow's minutes of retries
+        except RegistryError:
+            raise RegistryError(
+                f"MLflow at {registry.uri} is not reachable: start the stack (tickcast up) or set "
+                "TICKCAST_MLFLOW__TRACKING_URI"
+            ) from None
         dest = downloads / uuid.uuid4().hex[:12]
         dest.mkdir(parents=True)
-        return Registry(settings).download(version, dest=dest)
+        return registry.download(version, dest=dest)
 
     return load
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
+from fastapi import FastAPI
 
 from emulators.aml_endpoint.app import create_app
 from tests.unit.test_score import make_bars, request_body, write_model
@@ -19,6 +21,33 @@ from tickcast.settings import Settings, load_settings
 KEY = "test-endpoint-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 GAINS = {"1": 0.5, "2": -0.5}  # two models that answer differently
+
+
+class Endpoint:
+    """Synchronous calls into the app through ``httpx.ASGITransport`` (no sockets, no lifespan)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def call() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://endpoint") as client:
+                return await client.request(method, url, **kwargs)
+
+        return asyncio.run(call())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
 
 
 def settings(timeout_ms: int = 5000) -> Settings:
@@ -43,45 +72,39 @@ def registry(tmp_path: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture
-def make_client(tmp_path: Path, registry: Callable[[str], Path]) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**kwargs: Any) -> TestClient:
+def make_client(tmp_path: Path, registry: Callable[[str], Path]) -> Callable[..., Endpoint]:
+    def make(**kwargs: Any) -> Endpoint:
         kwargs.setdefault("model_loader", registry)
         kwargs.setdefault("seed", 1)
         cfg = kwargs.pop("settings", None) or settings()
-        client = TestClient(create_app(cfg, state_dir=tmp_path / "state", **kwargs))
-        clients.append(client)
-        return client
+        return Endpoint(create_app(cfg, state_dir=tmp_path / "state", **kwargs))
 
-    yield make
-    for client in clients:
-        client.close()
+    return make
 
 
 @pytest.fixture
-def client(make_client: Callable[..., TestClient]) -> TestClient:
+def client(make_client: Callable[..., Endpoint]) -> Endpoint:
     return make_client()
 
 
-def deploy(client: TestClient, name: str, version: str, expect: int = 201) -> dict[str, Any]:
+def deploy(client: Endpoint, name: str, version: str, expect: int = 201) -> dict[str, Any]:
     r = client.put(f"/deployments/{name}", json={"model_version": version}, headers=AUTH)
     assert r.status_code == expect, r.text
     return dict(r.json())
 
 
-def set_traffic(client: TestClient, split: dict[str, Any], expect: int = 200) -> dict[str, Any]:
+def set_traffic(client: Endpoint, split: dict[str, Any], expect: int = 200) -> dict[str, Any]:
     r = client.put("/traffic", json=split, headers=AUTH)
     assert r.status_code == expect, r.text
     return dict(r.json())
 
 
-def score(client: TestClient, body: str | bytes | None = None, deployment: str | None = None) -> Any:
+def score(client: Endpoint, body: str | bytes | None = None, deployment: str | None = None) -> httpx.Response:
     headers = dict(AUTH) | ({"azureml-model-deployment": deployment} if deployment else {})
     return client.post("/score", content=request_body() if body is None else body, headers=headers)
 
 
-def test_liveness_needs_no_key_everything_else_does(client: TestClient) -> None:
+def test_liveness_needs_no_key_everything_else_does(client: Endpoint) -> None:
     r = client.get("/")
     assert r.status_code == 200 and r.text == "Healthy"
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
@@ -93,7 +116,7 @@ def test_liveness_needs_no_key_everything_else_does(client: TestClient) -> None:
     assert client.put("/traffic", json={}).status_code == 401
 
 
-def test_blue_at_100_percent_scores_and_says_who_answered(client: TestClient) -> None:
+def test_blue_at_100_percent_scores_and_says_who_answered(client: Endpoint) -> None:
     created = deploy(client, "blue", "1")
     assert created == created | {"name": "blue", "model_version": "1", "provisioning_state": "Succeeded"}
     r = score(client)
@@ -109,7 +132,7 @@ def test_blue_at_100_percent_scores_and_says_who_answered(client: TestClient) ->
     assert client.get("/traffic", headers=AUTH).json() == {"blue": 100}
 
 
-def test_green_at_zero_percent_is_reached_only_through_the_header(client: TestClient) -> None:
+def test_green_at_zero_percent_is_reached_only_through_the_header(client: Endpoint) -> None:
     deploy(client, "blue", "1")
     deploy(client, "green", "2")
     set_traffic(client, {"blue": 100, "green": 0})
@@ -122,7 +145,7 @@ def test_green_at_zero_percent_is_reached_only_through_the_header(client: TestCl
     assert r.status_code == 404 and "'purple' not found" in r.json()["message"]
 
 
-def test_a_split_routes_by_weight(client: TestClient) -> None:
+def test_a_split_routes_by_weight(client: Endpoint) -> None:
     deploy(client, "blue", "1")
     deploy(client, "green", "2")
     set_traffic(client, {"blue": 50, "green": 50})
@@ -130,7 +153,7 @@ def test_a_split_routes_by_weight(client: TestClient) -> None:
     assert set(hits) == {"blue", "green"} and min(hits.values()) >= 8
 
 
-def test_traffic_must_be_whole_percentages_summing_to_100_over_known_deployments(client: TestClient) -> None:
+def test_traffic_must_be_whole_percentages_summing_to_100_over_known_deployments(client: Endpoint) -> None:
     deploy(client, "blue", "1")
     deploy(client, "green", "2")
     cases = [
@@ -149,7 +172,7 @@ def test_traffic_must_be_whole_percentages_summing_to_100_over_known_deployments
     assert score(client).status_code == 404
 
 
-def test_a_broken_model_ends_failed_gets_no_traffic_and_blue_keeps_serving(client: TestClient) -> None:
+def test_a_broken_model_ends_failed_gets_no_traffic_and_blue_keeps_serving(client: Endpoint) -> None:
     deploy(client, "blue", "1")
     set_traffic(client, {"blue": 100})
     failed = deploy(client, "green", "9", expect=422)
@@ -167,7 +190,7 @@ def test_a_broken_model_ends_failed_gets_no_traffic_and_blue_keeps_serving(clien
     assert deploy(client, "green", "2", expect=200)["provisioning_state"] == "Succeeded"
 
 
-def test_a_failed_update_keeps_the_previous_model_serving(client: TestClient) -> None:
+def test_a_failed_update_keeps_the_previous_model_serving(client: Endpoint) -> None:
     deploy(client, "blue", "1")
     set_traffic(client, {"blue": 100})
     answer = deploy(client, "blue", "9", expect=422)
@@ -180,7 +203,7 @@ def test_a_failed_update_keeps_the_previous_model_serving(client: TestClient) ->
     assert score(client).json()["model_version"] == "2"
 
 
-def test_delete_is_refused_while_the_deployment_has_traffic(client: TestClient, tmp_path: Path) -> None:
+def test_delete_is_refused_while_the_deployment_has_traffic(client: Endpoint, tmp_path: Path) -> None:
     deploy(client, "blue", "1")
     deploy(client, "green", "2")
     set_traffic(client, {"blue": 100})
@@ -194,9 +217,7 @@ def test_delete_is_refused_while_the_deployment_has_traffic(client: TestClient, 
     assert client.get("/traffic", headers=AUTH).json() == {"green": 100}
 
 
-def test_a_restart_serves_the_same_models_without_mlflow(
-    make_client: Callable[..., TestClient], tmp_path: Path
-) -> None:
+def test_a_restart_serves_the_same_models_without_mlflow(make_client: Callable[..., Endpoint], tmp_path: Path) -> None:
     first = make_client()
     deploy(first, "blue", "1")
     deploy(first, "green", "2")
@@ -219,7 +240,7 @@ def test_a_restart_serves_the_same_models_without_mlflow(
 
 
 def test_a_deployment_whose_copy_no_longer_loads_becomes_failed_at_restart(
-    make_client: Callable[..., TestClient], tmp_path: Path
+    make_client: Callable[..., Endpoint], tmp_path: Path
 ) -> None:
     first = make_client()
     deploy(first, "blue", "1")
@@ -232,7 +253,7 @@ def test_a_deployment_whose_copy_no_longer_loads_becomes_failed_at_restart(
     assert {score(second).headers["azureml-model-deployment"] for _ in range(10)} == {"blue"}
 
 
-SLOW_SCORE = '''
+SLOW_SCORE = """
 import time
 
 def init():
@@ -243,11 +264,11 @@ def run(raw_data):
         raise RuntimeError("kaput")
     time.sleep(1.0)
     return {"slept": True}
-'''
+"""
 
 
 def test_a_slow_score_is_a_408_and_a_crash_is_azmlinfsrvs_500(
-    make_client: Callable[..., TestClient], tmp_path: Path
+    make_client: Callable[..., Endpoint], tmp_path: Path
 ) -> None:
     script = tmp_path / "slow_score.py"
     script.write_text(SLOW_SCORE)
@@ -262,7 +283,7 @@ def test_a_slow_score_is_a_408_and_a_crash_is_azmlinfsrvs_500(
     assert r.json() == {"message": "An unexpected error occurred in scoring script. Check the logs for more info."}
 
 
-def test_score_py_refusals_come_back_as_amls_424_with_the_status_and_the_body(client: TestClient) -> None:
+def test_score_py_refusals_come_back_as_amls_424_with_the_status_and_the_body(client: Endpoint) -> None:
     deploy(client, "blue", "1")
     set_traffic(client, {"blue": 100})
     r = score(client, body=request_body(bars=make_bars(12)))
@@ -277,7 +298,7 @@ def test_score_py_refusals_come_back_as_amls_424_with_the_status_and_the_body(cl
     assert model_status(r.status_code, r.headers) == 400 and "cannot be decoded as UTF-8" in r.json()["message"]
 
 
-def test_passthrough_mode_returns_score_pys_own_status(make_client: Callable[..., TestClient]) -> None:
+def test_passthrough_mode_returns_score_pys_own_status(make_client: Callable[..., Endpoint]) -> None:
     client = make_client(model_errors="passthrough")
     deploy(client, "blue", "1")
     set_traffic(client, {"blue": 100})
@@ -287,7 +308,7 @@ def test_passthrough_mode_returns_score_pys_own_status(make_client: Callable[...
     assert "ms-azureml-model-error-statuscode" not in r.headers
 
 
-def test_management_requests_are_validated(client: TestClient) -> None:
+def test_management_requests_are_validated(client: Endpoint) -> None:
     r = client.put("/deployments/-bad", json={"model_version": "1"}, headers=AUTH)
     assert r.status_code == 400 and "deployment name '-bad' is invalid" in r.json()["error"]["message"]
     r = client.put("/deployments/blue", json={"model_version": "latest"}, headers=AUTH)
