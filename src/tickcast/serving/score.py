@@ -75,7 +75,6 @@ log = logging.getLogger("tickcast.serving.score")
 
 _predictor: Predictor | None = None
 _model_version = "unknown"
-_model_dir: Path | None = None
 _aml_response: Any = None  # the AMLResponse class, False when not importable, None before the first look
 
 
@@ -162,14 +161,14 @@ def read_model_version(model_dir: Path, root: Path) -> str:
 
 def init() -> None:
     """Load the model named by ``AZUREML_MODEL_DIR`` (called once per process by the host)."""
-    global _predictor, _model_version, _model_dir
+    global _predictor, _model_version
     value = os.environ.get(MODEL_DIR_ENV, "").strip()
     if not value:
         raise RuntimeError(f"{MODEL_DIR_ENV} is not set: point it at the folder holding the deployed model")
     root = Path(value).resolve()
     folder = find_model_dir(root)
     predictor = Predictor.from_dir(folder)
-    _predictor, _model_version, _model_dir = predictor, read_model_version(folder, root), folder
+    _predictor, _model_version = predictor, read_model_version(folder, root)
     log.info(
         "tickcast model %s loaded from %s: symbols %s, window %d, needs %d bars",
         _model_version,
