@@ -210,7 +210,7 @@ class AirflowSettings(BaseModel):
 
     parallelism: int = Field(4, ge=1, description="AIRFLOW__CORE__PARALLELISM for the local scheduler")
     unpause: list[str] = Field(
-        default_factory=lambda: ["ingest"],
+        default_factory=lambda: ["ingest", "retrain"],
         description='DAGs `up` switches on (new DAGs start paused), JSON e.g. ["ingest"]; [] keeps all paused',
     )
 
