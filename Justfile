@@ -7,8 +7,13 @@ bin := justfile_directory() / ".venv/bin"
 default:
     @{{just_executable()}} --justfile {{justfile()}} --list --unsorted
 
-# bring the local stack up (installs what is missing) and wait until every service is healthy
+# install what is missing, start the stack, and run the main job: backfill, ingest, retrain, deploy, predict
 up: _bootstrap
+    {{bin}}/tickcast up
+    {{bin}}/tickcast run
+
+# only the stack (no backfill, no training)
+stack: _bootstrap
     {{bin}}/tickcast up
 
 # stop every service of the local stack, children included

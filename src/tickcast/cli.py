@@ -307,6 +307,92 @@ def promote(
     console.print(f"production -> v{verdict.challenger_version}; aliases: {Registry(settings).aliases()}")
 
 
+@app.command("run")
+def run_main(
+    days: Annotated[int, typer.Option(min=1, max=7, help="days of history to backfill")] = 5,
+) -> None:
+    """The main job on a running stack: backfill, ingest, retrain + deploy, and a prediction via the gateway."""
+    from tickcast.pipeline import PipelineError, run_main_job
+
+    settings = _settings()
+    _logging()
+    t0 = time.monotonic()
+    try:
+        result = run_main_job(settings, days=days, report=lambda msg: console.print(msg, highlight=False))
+    except PipelineError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"predictions through the gateway {settings.gateway_url} (model v{result.production_version})")
+    for col in ("symbol", "as of (UTC)", "predicted close", "model"):
+        table.add_column(col)
+    for sym, p in result.predictions.items():
+        table.add_row(sym, str(p.get("as_of")), f"{p.get('predicted_close'):.4f}", str(p.get("model_version")))
+    console.print(table)
+    for sym, error in result.errors.items():
+        err_console.print(f"[red]{sym}: {error}[/red]")
+    console.print(f"main job done in {time.monotonic() - t0:.0f}s. More predictions:")
+    key = settings.gateway_client_key() or "<subscription key>"
+    sym = settings.symbols[0]
+    console.print(
+        f"  curl -s -H 'Ocp-Apim-Subscription-Key: {key}' {settings.gateway_url}/api/predictions/{sym}",
+        highlight=False,
+        markup=False,
+    )
+    console.print(f"  .venv/bin/tickcast predict {sym}", highlight=False)
+    console.print(
+        f"  Airflow {settings.airflow_url}  MLflow {settings.mlflow_tracking_uri}  "
+        f"API docs {settings.gateway_url}/api/docs",
+        highlight=False,
+    )
+    if result.errors or not result.predictions:
+        raise typer.Exit(1)
+
+
+@app.command()
+def predict(symbol: Annotated[str, typer.Argument(help="ticker, e.g. SPY")]) -> None:
+    """One prediction through the API gateway (local stack, or the cloud with TICKCAST_GATEWAY__URL/CLIENT_KEY)."""
+    import json
+
+    from tickcast.serving.smoke import predict as call
+
+    settings = _settings()
+    try:
+        console.print_json(json.dumps(call(settings.gateway_url, settings.gateway_client_key(), symbol.upper())))
+    except Exception as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def deploy(version: Annotated[str, typer.Argument(help="registered model version to serve")]) -> None:
+    """Blue/green: the version goes to the idle colour, is smoke-tested, takes the traffic, then becomes production."""
+    from tickcast.serving.deploy import DeployError, deployer_for
+
+    settings = _settings()
+    _logging()
+    try:
+        report = deployer_for(settings).deploy(version)
+    except DeployError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(report.summary())
+
+
+@app.command()
+def rollback() -> None:
+    """Serve the `previous` version again (blue/green, smoke-tested); the aliases swap back."""
+    from tickcast.serving.deploy import DeployError, deployer_for
+
+    settings = _settings()
+    _logging()
+    try:
+        report = deployer_for(settings).rollback()
+    except DeployError as err:
+        err_console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    console.print(report.summary())
+
+
 @stack_app.command("compose")
 def stack_compose(
     output: Annotated[Path, typer.Option(help="file to write")] = Path("docker-compose.local.yml"),

@@ -78,10 +78,10 @@ def data_summary(settings: Settings, lake: Lake | None = None) -> DataSummary:
 
 
 def default_deployer(settings: Settings | None = None) -> Deployer:
-    """How a positive verdict is deployed in this installation."""
-    from tickcast.registry.mlflow_registry import Registry
+    """How a positive verdict is deployed: blue/green on the endpoint, smoke-tested, then the alias moves."""
+    from tickcast.serving.deploy import deployer_for
 
-    return AliasOnlyDeployer(Registry(settings or get_settings()))
+    return deployer_for(settings or get_settings())
 
 
 def load_window(settings: Settings, lake: Lake | None = None, end: datetime | None = None) -> pd.DataFrame:

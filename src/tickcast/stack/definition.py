@@ -205,6 +205,7 @@ def process_context(settings: Settings) -> dict[str, str]:
         "blob_connection_string": settings.blob_connection_string(),
         "kafka_bootstrap": settings.kafka_bootstrap,
         "mlflow_url": settings.mlflow_tracking_uri,
+        "function_url": settings.function_url,
     }
 
 
@@ -224,6 +225,7 @@ def container_context(settings: Settings) -> dict[str, str]:
         ),
         "kafka_bootstrap": f"kafka:{s.kafka_port}",
         "mlflow_url": f"http://mlflow:{s.mlflow_port}",
+        "function_url": f"http://function:{s.function_port}",
     }
 
 

@@ -1,0 +1,132 @@
+"""The main job, end to end, on a running stack: backfill → ingest → retrain → deploy → a served prediction.
+
+`just up` runs it after the stack is healthy. Each stage goes through the real path — the producer code
+publishes to Kafka, the Airflow ``ingest`` DAG writes the lake, the Airflow ``retrain`` DAG trains, judges
+and deploys — and the prediction comes back through the APIM gateway with a subscription key. The DAGs
+are triggered once here instead of waiting for their schedule; they keep running on schedule afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tickcast.settings import Settings
+
+Report = Callable[[str], None]
+
+
+class PipelineError(Exception):
+    """A stage did not complete; the message names the stage and where to look."""
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class MainJobResult:
+    stages: list[Stage] = field(default_factory=list)
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    production_version: str | None = None
+
+
+def _stage(result: MainJobResult, name: str, report: Report, fn: Callable[[], str]) -> None:
+    report(f"[{len(result.stages) + 1}] {name} ...")
+    t0 = time.monotonic()
+    detail = fn()
+    result.stages.append(Stage(name, time.monotonic() - t0, detail))
+    report(f"    done in {time.monotonic() - t0:.1f}s: {detail}")
+
+
+def wait_for_lake(settings: Settings, until: dict[str, datetime], timeout_s: float) -> dict[str, datetime | None]:
+    """Poll the lake until every symbol's newest minute reaches ``until`` (what the backfill published)."""
+    from tickcast.lake.store import Lake
+
+    lake = Lake.from_settings(settings)
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, datetime | None] = {}
+    while time.monotonic() < deadline:
+        last = {sym: lake.last_ts(sym) for sym in until}
+        if all(last[s] is not None and last[s] >= until[s] for s in until):  # type: ignore[operator]
+            return last
+        time.sleep(1.0)
+    raise PipelineError(
+        f"ingest: the lake did not reach the backfilled minutes within {timeout_s:.0f}s "
+        f"(have {last}, want {until}); see `tickcast logs airflow`"
+    )
+
+
+def run_main_job(
+    settings: Settings,
+    *,
+    days: int = 5,
+    report: Report = print,
+    ingest_timeout_s: float = 300,
+    retrain_timeout_s: float = 600,
+) -> MainJobResult:
+    from tickcast.ingest.producer import backfill
+    from tickcast.orchestration import AirflowClient
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.serving.smoke import predict
+
+    result = MainJobResult()
+    marks: dict[str, datetime] = {}
+
+    def do_backfill() -> str:
+        rep = backfill(settings, days)
+        if rep.errors:
+            raise PipelineError(f"backfill: {rep.errors}")
+        from tickcast.market.yahoo import YahooClient
+
+        with YahooClient(settings) as client:
+            for sym in settings.symbols:
+                got = client.bars(sym, range_="1d")
+                if got.bars:
+                    marks[sym] = max(b.ts for b in got.bars)
+        return f"{rep.bars} bars of {days} days for {', '.join(rep.per_symbol)} published to Kafka"
+
+    def do_ingest() -> str:
+        with AirflowClient(settings) as af:
+            af.unpause("ingest")
+            run_id = af.trigger("ingest")
+        last = wait_for_lake(settings, marks, ingest_timeout_s)
+        newest = max(v for v in last.values() if v is not None)
+        return f"ingest DAG run {run_id}: lake holds every symbol up to {newest:%Y-%m-%d %H:%M}Z"
+
+    def do_retrain() -> str:
+        with AirflowClient(settings) as af:
+            af.unpause("retrain")
+            run_id = af.trigger("retrain")
+            state = af.wait_for_run("retrain", run_id, timeout_s=retrain_timeout_s)
+        if state != "success":
+            raise PipelineError(f"retrain DAG run {run_id} ended {state}; see the Airflow UI at {settings.airflow_url}")
+        reg = Registry(settings)
+        challenger = reg.version("challenger")
+        prod = reg.version("production")
+        result.production_version = str(prod.version) if prod is not None else None
+        verdict = (challenger.tags.get("promotion_verdict") if challenger is not None else None) or "none"
+        served = f"production = v{result.production_version}" if prod is not None else "no model in production"
+        return f"challenger v{challenger.version if challenger else '?'}: {verdict}; {served}"
+
+    def do_predict() -> str:
+        key = settings.gateway_client_key()
+        for sym in settings.symbols:
+            try:
+                result.predictions[sym] = predict(settings.gateway_url, key, sym)
+            except Exception as err:  # reported per symbol; the caller decides the exit code
+                result.errors[sym] = str(err)
+        return f"{len(result.predictions)}/{len(settings.symbols)} symbols predicted through the gateway"
+
+    _stage(result, f"backfill {days} days from the chart API", report, do_backfill)
+    _stage(result, "ingest into the lake (Airflow DAG `ingest`)", report, do_ingest)
+    _stage(result, "retrain, judge and deploy (Airflow DAG `retrain`)", report, do_retrain)
+    _stage(result, "predict through the API gateway", report, do_predict)
+    return result

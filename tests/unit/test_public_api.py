@@ -1,0 +1,764 @@
+"""The public prediction API in-process, against the REAL endpoint stand-in (score.py + a tiny ONNX model).
+
+Chain: ``TestClient`` → ``tickcast.serving.api`` → ``httpx.ASGITransport`` → ``emulators.aml_endpoint`` (blue at
+100 %, AML's 424 model errors) → score.py → ONNX Runtime. The lake is the real :class:`tickcast.lake.store.Lake`
+over :class:`MemoryContainer`, an in-memory TEST DOUBLE of a Blob container (no Azurite in unit tests). Also
+here: the Azure Functions host (``cloud/function/function_app.py`` through ``AsgiFunctionApp``), the deployment
+zip and its requirements, the cloud token path, and ``tickcast.serving.smoke`` through the APIM stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import azure.functions as func
+import httpx
+import pandas as pd
+import pytest
+from azure.core import MatchConditions
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from emulators.aml_endpoint.app import create_app as create_stand_in
+from emulators.apim.app import create_app as create_gateway
+from tests.unit.test_score import NEEDED, make_bars, write_model
+from tickcast.lake.store import Lake
+from tickcast.serving import api as api_module
+from tickcast.serving.api import create_app
+from tickcast.serving.predictions import BearerToken
+from tickcast.serving.schema import PredictResponse
+from tickcast.serving.smoke import GatewayError, predict, smoke
+from tickcast.settings import PROJECT_ROOT, Settings, load_settings
+
+KEY = "test-endpoint-key"
+SUB_KEY = "test-subscription-key"
+SYMBOLS = ["SPY", "IBM", "AIG", "BAC"]  # the model knows SPY and IBM; the lake holds SPY, IBM, AIG
+FUNCTION_DIR = PROJECT_ROOT / "cloud" / "function"
+LATEST = date(2024, 6, 3)  # make_bars starts at 2024-06-03 13:30Z
+EARLIER = date(2024, 5, 31)
+SPY_BARS = NEEDED + 20
+ERROR_KEYS = {"error", "code", "detail"}
+
+
+# --- test doubles ---------------------------------------------------------------------------------------
+
+
+class _Blob:
+    """One blob of :class:`MemoryContainer`: the calls :class:`tickcast.lake.store.Lake` makes."""
+
+    def __init__(self, store: dict[str, tuple[bytes, str]], name: str) -> None:
+        self.store, self.name = store, name
+
+    def download_blob(self) -> SimpleNamespace:
+        if self.name not in self.store:
+            raise ResourceNotFoundError(f"blob {self.name} not found")
+        data, etag = self.store[self.name]
+        return SimpleNamespace(properties=SimpleNamespace(etag=etag), readall=lambda: data)
+
+    def upload_blob(
+        self, data: bytes, *, overwrite: bool, etag: str | None = None, match_condition: Any = None
+    ) -> None:
+        current = self.store.get(self.name)
+        if current is not None and not overwrite:
+            raise ResourceExistsError("blob exists")
+        if match_condition == MatchConditions.IfNotModified and (current is None or current[1] != etag):
+            raise ResourceModifiedError("etag mismatch")
+        self.store[self.name] = (bytes(data), f'"{len(self.store)}-{len(data)}"')
+
+
+class MemoryContainer:
+    """TEST DOUBLE of ``azure.storage.blob.ContainerClient``: blobs in a dict, ETags, prefix listing."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, tuple[bytes, str]] = {}
+
+    def get_blob_client(self, name: str) -> _Blob:
+        return _Blob(self.blobs, name)
+
+    def list_blob_names(self, name_starts_with: str = "") -> Iterator[str]:
+        return iter(sorted(n for n in self.blobs if n.startswith(name_starts_with)))
+
+
+class BrokenLake:
+    """TEST DOUBLE of the lake whose Blob account cannot be reached."""
+
+    def days(self, symbol: str) -> list[date]:
+        raise ServiceRequestError("connection refused")
+
+    def read_day(self, symbol: str, day: date) -> pd.DataFrame:
+        raise ServiceRequestError("connection refused")
+
+
+def session_frame(symbol: str, day: date, n: int, seed: int) -> pd.DataFrame:
+    """``n`` consecutive valid bars of ``symbol`` from 13:30Z on ``day``, as the ingest job stores them."""
+    frame = pd.DataFrame(make_bars(n, seed=seed))
+    shift = pd.Timestamp(day, tz="UTC") - pd.Timestamp(LATEST, tz="UTC")
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True) + shift
+    return frame.assign(symbol=symbol, source="test", ingested_at=pd.Timestamp("2024-06-03T21:00:00Z"))
+
+
+def filled_lake() -> Lake:
+    """SPY: two sessions (the latest long enough); IBM: 12 bars; AIG: enough bars, unknown to the model; BAC: none."""
+    lake = Lake(MemoryContainer())  # type: ignore[arg-type]
+    frames = [
+        session_frame("SPY", EARLIER, 60, seed=3),
+        session_frame("SPY", LATEST, SPY_BARS, seed=1),
+        session_frame("IBM", LATEST, 12, seed=2),
+        session_frame("AIG", LATEST, NEEDED + 5, seed=4),
+    ]
+    lake.upsert_frame(pd.concat(frames, ignore_index=True), parallel=1)
+    return lake
+
+
+def api_settings(**overrides: Any) -> Settings:
+    serving = {"endpoint_key": KEY, "endpoint_url": "http://endpoint", **overrides.pop("serving", {})}
+    return load_settings(_env_file=None, symbols=SYMBOLS, serving=serving, **overrides)
+
+
+def make_stand_in(state_dir: Path, *, settings: Settings | None = None) -> FastAPI:
+    """The endpoint stand-in with model version 1 (the handmade ONNX graph) deployed as blue at 100 %."""
+
+    def loader(version: str) -> Path:
+        return write_model(state_dir / "mlflow" / version) / "model"
+
+    app = create_stand_in(settings or api_settings(), state_dir=state_dir / "endpoint", model_loader=loader, seed=1)
+    app.state.deployments.put("blue", "1")
+    app.state.deployments.set_traffic({"blue": 100})
+    return app
+
+
+def failing(exc: Exception | None = None, answer: httpx.Response | None = None) -> httpx.MockTransport:
+    """An endpoint transport that raises ``exc`` or answers ``answer``; it records the requests it saw."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if exc is not None:
+            raise exc
+        assert answer is not None
+        return answer
+
+    transport = httpx.MockTransport(handler)
+    transport.seen = seen  # type: ignore[attr-defined]
+    return transport
+
+
+# --- fixtures -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    return make_stand_in(tmp_path_factory.mktemp("stand-in"))
+
+
+@pytest.fixture(scope="module")
+def lake() -> Lake:
+    return filled_lake()
+
+
+@pytest.fixture
+def make_api(stand_in: FastAPI, lake: Lake) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**kwargs: Any) -> TestClient:
+        kwargs.setdefault("lake", lake)
+        kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
+        settings = kwargs.pop("settings", None) or api_settings()
+        client = TestClient(create_app(settings, **kwargs), base_url="http://function")
+        client.__enter__()  # runs the lifespan: the endpoint client opens
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(make_api: Callable[..., TestClient]) -> TestClient:
+    return make_api()
+
+
+def latest_spy_bars(lake: Lake) -> list[dict[str, Any]]:
+    frame = lake.read_day("SPY", LATEST)
+    return [
+        {"ts": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+        for t, o, h, lo, c, v in frame[["ts", "open", "high", "low", "close", "volume"]].itertuples(index=False)
+    ]
+
+
+def assert_error(r: httpx.Response, status: int, code: str, *fragments: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == ERROR_KEYS and body["code"] == code, body
+    for fragment in fragments:
+        assert fragment in body["error"], (fragment, body["error"])
+    return dict(body)
+
+
+# --- predictions ----------------------------------------------------------------------------------------
+
+
+def test_get_predicts_from_the_latest_session_in_the_lake(api: TestClient, lake: Lake) -> None:
+    r = api.get("/api/predictions/SPY")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version"}
+    last = datetime(2024, 6, 3, 13, 30, tzinfo=UTC) + timedelta(minutes=SPY_BARS - 1)
+    assert body["symbol"] == "SPY" and body["as_of"] == last.isoformat().replace("+00:00", "Z")
+    assert body["horizon_minutes"] == 1 and body["model_version"] == "1"
+    assert 0 < body["predicted_close"] < 1000
+    # the same answer as POSTing the latest session's bars; lower case and blanks are fine
+    post = api.post("/api/predict", json={"symbol": "spy", "bars": latest_spy_bars(lake)})
+    assert post.status_code == 200 and post.json() == body
+    assert api.get("/api/predictions/%20spy").json() == body
+
+
+def test_post_predicts_from_the_callers_bars_in_any_order(api: TestClient) -> None:
+    bars = make_bars(NEEDED + 3, seed=9)
+    r = api.post("/api/predict", json={"symbol": "IBM", "bars": bars[::-1]})
+    assert r.status_code == 200, r.text
+    answer = PredictResponse.model_validate(r.json())
+    assert answer.symbol == "IBM" and answer.as_of == datetime.fromisoformat(bars[-1]["ts"])
+
+
+def test_unknown_symbols_are_404_listing_the_served_ones(api: TestClient) -> None:
+    body = assert_error(api.get("/api/predictions/TSLA"), 404, "unknown_symbol", "'TSLA'", "SPY, IBM, AIG, BAC")
+    assert body["detail"] == {"known": SYMBOLS}
+    assert_error(
+        api.post("/api/predict", json={"symbol": "TSLA", "bars": make_bars()}), 404, "unknown_symbol", "SPY, IBM"
+    )
+    # served by the API but not known to the model: the model's own message and list
+    body = assert_error(api.get("/api/predictions/AIG"), 404, "unknown_symbol", "'AIG'", "trained on SPY, IBM")
+    assert body["detail"]["known"] == ["SPY", "IBM"]
+    # absurd symbols are echoed shortened, never a 5xx
+    r = api.get("/api/predictions/" + "Ä" * 5000)
+    assert_error(r, 404, "unknown_symbol")
+    assert len(r.json()["error"]) < 200
+
+
+def test_no_bars_in_the_lake_is_a_404_asking_about_ingestion(api: TestClient) -> None:
+    assert_error(api.get("/api/predictions/BAC"), 404, "no_bars", "no bars yet for BAC; is ingestion running?")
+
+
+def test_too_few_bars_is_a_422_with_the_endpoints_message(api: TestClient) -> None:
+    body = assert_error(
+        api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars(12)}),
+        422,
+        "not_enough_bars",
+        f"bars: 12 given, the model needs {NEEDED} consecutive 1-minute bars",
+    )
+    assert body["detail"]["needed"] == NEEDED and body["detail"]["given"] == 12
+    # from the lake: the same refusal, told as "wait" (IBM's latest session has 12 bars)
+    body = assert_error(
+        api.get("/api/predictions/IBM"),
+        422,
+        "not_enough_bars",
+        f"the lake's latest session ends at 2024-06-03 13:41Z with 12 consecutive 1-minute bars and the model "
+        f"needs {NEEDED}; try again in about {NEEDED - 12} minute(s)",
+    )
+    assert body["detail"]["session"] == "2024-06-03" and "bars: 12 given" in body["detail"]["endpoint_error"]
+
+
+def test_invalid_bars_are_a_422_naming_the_bar_and_the_rule(api: TestClient) -> None:
+    bars = make_bars()
+    bars[3]["high"] = bars[3]["low"] / 2
+    bars[5]["volume"] = -1
+    body = assert_error(
+        api.post("/api/predict", json={"symbol": "SPY", "bars": bars}),
+        422,
+        "invalid_request",
+        "bars.3: high",
+        "is below max(open",
+        "bars.5.volume: volume -1.0 is negative",
+    )
+    assert [p["loc"] for p in body["detail"]] == ["bars.3", "bars.5.volume"]
+    for content, fragment in [
+        (b"{not json", "the body is not valid JSON"),
+        (b"[1, 2]", "the body must be a JSON object"),
+        (b"", "the body is missing"),
+        (b'{"symbol": "SPY"}', "bars: Field required"),
+        (b'{"symbol": "SPY", "bars": [], "x": 1}', "x: Extra inputs are not permitted"),
+        (b'{"symbol": "S P Y", "bars": []}', "symbol: symbol 'S P Y' is not a ticker"),
+        (b'{"symbol": "SPY", "bars": [{"ts": NaN}]}', "bars.0.ts: ts nan is not a finite number"),
+    ]:
+        r = api.post("/api/predict", content=content, headers={"Content-Type": "application/json"})
+        assert_error(r, 422, "invalid_request", fragment)
+    r = api.post("/api/predict", json={"symbol": "X" * 100_000, "bars": []})
+    assert_error(r, 422, "invalid_request", "is not a ticker")
+    assert len(r.content) < 1000  # a huge input is not echoed back whole
+    dup = make_bars()
+    dup.append(dict(dup[10]))
+    assert_error(api.post("/api/predict", json={"symbol": "SPY", "bars": dup}), 422, "invalid_request", "same ts")
+
+
+def test_min_bars_setting_refuses_short_requests_without_calling_the_endpoint(
+    make_api: Callable[..., TestClient],
+) -> None:
+    transport = failing(httpx.ConnectError("must not be called"))
+    api = make_api(settings=api_settings(serving={"min_bars": 100}), endpoint_transport=transport)
+    r = api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars(90)})
+    assert_error(r, 422, "not_enough_bars", "bars: 90 given, this API needs at least 100")
+    assert transport.seen == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("transport", "fragment"),
+    [
+        (failing(httpx.ConnectError("connection refused")), "unreachable"),
+        (failing(httpx.ReadTimeout("timed out")), "did not answer in time"),
+        (
+            failing(
+                answer=httpx.Response(
+                    424,
+                    json={"error": "the model is not loaded", "code": "model_not_loaded", "detail": None},
+                    headers={"ms-azureml-model-error-statuscode": "503"},
+                )
+            ),
+            "not serving",
+        ),
+        (failing(answer=httpx.Response(404, json={"message": "No valid deployments to route to."})), "not serving"),
+        (failing(answer=httpx.Response(408, json={"message": "Request timed out"})), "too slow"),
+        (failing(answer=httpx.Response(502, text="<html>bad gateway</html>")), "not serving"),
+        (failing(answer=httpx.Response(200, json={"not": "a prediction"})), "not a prediction"),
+    ],
+    ids=["connect-error", "timeout", "model-not-loaded", "no-deployment", "408", "502-html", "bad-200"],
+)
+def test_endpoint_trouble_is_a_503_with_retry_after(
+    make_api: Callable[..., TestClient], transport: httpx.MockTransport, fragment: str
+) -> None:
+    api = make_api(endpoint_transport=transport)
+    for r in (
+        api.get("/api/predictions/SPY"),
+        api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars()}),
+    ):
+        assert_error(r, 503, "endpoint_unavailable", fragment)
+        assert r.headers["retry-after"] == "5"
+        assert "endpoint:" not in r.text and "http://" not in r.text  # no internal address leaks
+
+
+def test_a_wrong_endpoint_key_is_a_503_not_the_callers_401(
+    make_api: Callable[..., TestClient], stand_in: FastAPI
+) -> None:
+    api = make_api(settings=api_settings(serving={"endpoint_key": "wrong"}))
+    r = api.get("/api/predictions/SPY")
+    assert_error(r, 503, "endpoint_unavailable", "misconfigured")
+    assert KEY not in r.text and "wrong" not in r.text
+
+
+def test_the_endpoint_is_called_with_the_key_and_the_lakes_bars(make_api: Callable[..., TestClient]) -> None:
+    answer = {"symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0}
+    transport = failing(answer=httpx.Response(200, json={**answer, "model_version": "4"}))
+    api = make_api(endpoint_transport=transport)
+    assert api.get("/api/predictions/SPY").status_code == 200
+    (request,) = transport.seen  # type: ignore[attr-defined]
+    assert request.url == "http://endpoint/score" and request.headers["authorization"] == f"Bearer {KEY}"
+    sent = json.loads(request.content)
+    assert sent["symbol"] == "SPY" and len(sent["bars"]) == SPY_BARS  # the latest session only
+    assert sent["bars"][0]["ts"] == "2024-06-03T13:30:00Z"
+
+
+def test_the_lake_payload_is_capped_and_skips_invalid_rows(make_api: Callable[..., TestClient]) -> None:
+    lake = Lake(MemoryContainer())  # type: ignore[arg-type]
+    frame = session_frame("SPY", LATEST, 450, seed=5)
+    frame.loc[440, "high"] = frame.loc[440, "low"] / 2  # an invalid row that slipped into the lake
+    lake.upsert_frame(frame, parallel=1)
+    answer = {"symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0}
+    transport = failing(answer=httpx.Response(200, json={**answer, "model_version": "4"}))
+    assert make_api(lake=lake, endpoint_transport=transport).get("/api/predictions/SPY").status_code == 200
+    bars = json.loads(transport.seen[0].content)["bars"]  # type: ignore[attr-defined]
+    assert len(bars) == 400 and bars[-1]["ts"] == "2024-06-03T20:59:00Z"
+    assert "2024-06-03T20:50:00Z" not in {b["ts"] for b in bars}
+
+
+def test_an_unreachable_lake_is_a_503(make_api: Callable[..., TestClient]) -> None:
+    r = make_api(lake=BrokenLake()).get("/api/predictions/SPY")
+    assert_error(r, 503, "lake_unavailable", "cannot be read")
+    assert r.headers["retry-after"] == "5"
+
+
+def test_routes_and_methods_that_do_not_exist_answer_json(api: TestClient) -> None:
+    assert_error(api.get("/api/nothing"), 404, "not_found", "see /api/docs")
+    assert_error(api.get("/api/predictions/"), 404, "not_found")
+    assert_error(api.delete("/api/predict"), 405, "method_not_allowed")
+    assert_error(api.get("/api/predict"), 405, "method_not_allowed")
+
+
+def test_one_endpoint_client_is_reused_and_closed_at_shutdown(stand_in: FastAPI, lake: Lake) -> None:
+    app = create_app(api_settings(), lake=lake, endpoint_transport=httpx.ASGITransport(app=stand_in))
+    with TestClient(app) as client:
+        opened = app.state.endpoint._client
+        assert opened is not None and not opened.is_closed  # created by the lifespan, before any request
+        for _ in range(3):
+            assert client.get("/api/predictions/SPY").status_code == 200
+        assert app.state.endpoint._client is opened
+    assert opened.is_closed and app.state.endpoint._client is None
+
+
+def test_health_calls_nothing(make_api: Callable[..., TestClient]) -> None:
+    transport = failing(httpx.ConnectError("must not be called"))
+    r = make_api(lake=BrokenLake(), endpoint_transport=transport).get("/api/health")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "profile": "local", "symbols": SYMBOLS}
+    assert transport.seen == []  # type: ignore[attr-defined]
+
+
+def test_the_openapi_document_lists_both_routes_and_their_errors(api: TestClient) -> None:
+    doc = api.get("/api/openapi.json").json()
+    get = doc["paths"]["/api/predictions/{symbol}"]["get"]
+    post = doc["paths"]["/api/predict"]["post"]
+    assert set(doc["paths"]) == {"/api/predictions/{symbol}", "/api/predict", "/api/health"}
+    for op in (get, post):
+        assert set(op["responses"]) == {"200", "404", "422", "503"}
+        ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": "#/components/schemas/PredictResponse"}
+        for status in ("404", "422", "503"):
+            schema = op["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+        assert "Retry-After" in op["responses"]["503"]["headers"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PredictRequest"
+    }
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["PredictResponse"]["required"]) == {
+        "symbol",
+        "as_of",
+        "horizon_minutes",
+        "predicted_close",
+        "model_version",
+    }
+    assert "HTTPValidationError" not in schemas  # FastAPI's default 422 is not what we answer
+    docs = api.get("/api/docs")
+    assert docs.status_code == 200 and "/api/openapi.json" in docs.text
+
+
+# --- profile cloud: a managed-identity token, cached --------------------------------------------------
+
+
+class FakeCredential:
+    """TEST DOUBLE of a managed-identity credential: counts calls, tokens valid for one hour."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.clock = clock
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls.append(scopes)
+        return AccessToken(f"token-{len(self.calls)}", int(self.clock()) + 3600)
+
+
+def test_profile_cloud_sends_a_cached_entra_token(make_api: Callable[..., TestClient]) -> None:
+    credential = FakeCredential(time.time)
+    cfg = load_settings(
+        _env_file=None,
+        profile="cloud",
+        symbols=SYMBOLS,
+        storage={"account_url": "https://lake.blob.core.windows.net"},
+        kafka={"bootstrap_servers": "broker:9093"},
+        mlflow={"tracking_uri": "https://mlflow.example"},
+        serving={"endpoint_url": "https://tickcast.eastus.inference.ml.azure.com/score", "endpoint_key": None},
+    )
+    answer = {"symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0}
+    transport = failing(answer=httpx.Response(200, json={**answer, "model_version": "4"}))
+    api = make_api(settings=cfg, endpoint_transport=transport, credential=credential)
+    for _ in range(3):
+        assert api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars()}).status_code == 200
+    seen = transport.seen  # type: ignore[attr-defined]
+    assert [r.headers["authorization"] for r in seen] == ["Bearer token-1"] * 3
+    assert str(seen[0].url) == "https://tickcast.eastus.inference.ml.azure.com/score"
+    assert credential.calls == [("https://ml.azure.com/.default",)]
+
+
+def test_the_token_is_refreshed_shortly_before_it_expires() -> None:
+    now = [1_000_000.0]
+    credential = FakeCredential(lambda: now[0])
+    token = BearerToken(lambda: credential, clock=lambda: now[0])
+
+    async def headers() -> list[str]:
+        out = [await token.header()]
+        now[0] += 3000  # 10 minutes left: still cached
+        out.append(await token.header())
+        now[0] += 400  # less than 5 minutes left: refreshed
+        out.append(await token.header())
+        return out
+
+    assert asyncio.run(headers()) == ["Bearer token-1", "Bearer token-1", "Bearer token-2"]
+
+
+def test_profile_cloud_without_an_endpoint_url_is_a_503_not_a_crash(make_api: Callable[..., TestClient]) -> None:
+    cfg = load_settings(
+        _env_file=None,
+        profile="cloud",
+        symbols=SYMBOLS,
+        storage={"account_url": "https://lake.blob.core.windows.net"},
+        kafka={"bootstrap_servers": "broker:9093"},
+        mlflow={"tracking_uri": "https://mlflow.example"},
+    )
+    api = make_api(settings=cfg, credential=FakeCredential(lambda: 0.0))
+    assert api.get("/api/health").status_code == 200
+    r = api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars()})
+    assert_error(r, 503, "endpoint_unavailable", "misconfigured")
+
+
+# --- the Azure Functions host ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def function_app(stand_in: FastAPI, lake: Lake) -> Iterator[tuple[ModuleType, list[func.Function]]]:
+    """cloud/function/function_app.py imported as the Functions host does, with the test doubles injected."""
+    real = api_module.create_app
+
+    def injected() -> FastAPI:
+        return real(api_settings(), lake=lake, endpoint_transport=httpx.ASGITransport(app=stand_in))
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(api_module, "create_app", injected)
+    try:
+        spec = importlib.util.spec_from_file_location("function_app_under_test", FUNCTION_DIR / "function_app.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        mp.undo()
+    functions = module.app.get_functions()  # ONCE: a second call raises (duplicate function names)
+    yield module, functions
+    if module.app.startup_task_done:
+        asyncio.run(module.app.middleware.notify_shutdown())
+        module.app.startup_task_done = False
+
+
+def test_the_function_app_has_one_anonymous_catch_all_http_trigger(
+    function_app: tuple[ModuleType, list[func.Function]],
+) -> None:
+    _, functions = function_app
+    assert [f.get_function_name() for f in functions] == ["http_app_func"]
+    (fn,) = functions
+    assert fn.is_http_function()
+    trigger = fn.get_bindings_dict()["bindings"][0]
+    assert trigger["type"] == "httpTrigger" and trigger["route"] == "/{*route}"
+    assert str(trigger["authLevel"]).upper().endswith("ANONYMOUS")
+    assert {"GET", "POST"} <= {str(m).upper().rsplit(".", 1)[-1] for m in trigger["methods"]}
+
+
+def test_host_json_keeps_azure_urls_equal_to_local_ones(api: TestClient) -> None:
+    host = json.loads((FUNCTION_DIR / "host.json").read_text())
+    assert host["version"] == "2.0" and host["extensions"]["http"]["routePrefix"] == ""
+    # routePrefix "" + every FastAPI route under /api  ->  https://<app>.azurewebsites.net/api/... as locally
+    paths = api.get("/api/openapi.json").json()["paths"]
+    assert all(path.startswith("/api/") for path in paths)
+
+
+def test_the_function_host_answers_like_uvicorn(
+    function_app: tuple[ModuleType, list[func.Function]], api: TestClient
+) -> None:
+    module, functions = function_app
+    user_function = functions[0].get_user_function()
+
+    async def call(method: str, path: str, body: bytes = b"") -> func.HttpResponse:
+        request = func.HttpRequest(
+            method=method,
+            url=f"https://tickcast-func.azurewebsites.net{path}",
+            headers={"content-type": "application/json"} if body else {},
+            params={},
+            body=body,
+        )
+        response: func.HttpResponse = await user_function(request, SimpleNamespace(function_directory=None))
+        return response
+
+    async def calls() -> list[func.HttpResponse]:
+        try:
+            return [
+                await call("GET", "/api/predictions/SPY"),
+                await call("POST", "/api/predict", json.dumps({"symbol": "SPY", "bars": make_bars(12)}).encode()),
+                await call("GET", "/api/predictions/TSLA"),
+                await call("GET", "/api/health"),
+            ]
+        finally:  # shut the lifespan down in the loop it started in
+            await module.app.middleware.notify_shutdown()
+            module.app.startup_task_done = False
+
+    got, short, unknown, health = asyncio.run(calls())
+    assert got.status_code == 200 and json.loads(got.get_body()) == api.get("/api/predictions/SPY").json()
+    assert got.mimetype == "application/json"
+    assert short.status_code == 422 and json.loads(short.get_body())["code"] == "not_enough_bars"
+    assert unknown.status_code == 404 and json.loads(unknown.get_body())["code"] == "unknown_symbol"
+    assert health.status_code == 200
+
+
+def test_the_deployment_zip_imports_without_the_project_venvs_extras(tmp_path: Path) -> None:
+    """The zip = cloud/function + src/tickcast; importing it loads only packages of its requirements.txt."""
+    package = importlib.util.spec_from_file_location("function_package", FUNCTION_DIR / "package.py")
+    assert package is not None and package.loader is not None
+    builder = importlib.util.module_from_spec(package)
+    package.loader.exec_module(builder)
+    out = builder.build(tmp_path / "function.zip")
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        assert {"function_app.py", "host.json", "requirements.txt", "tickcast/__init__.py"} <= set(names)
+        assert "tickcast/serving/api.py" in names and not [n for n in names if "__pycache__" in n]
+        zf.extractall(tmp_path / "site")
+    assert builder.build(tmp_path / "again.zip").read_bytes() == out.read_bytes()  # reproducible
+
+    probe = textwrap.dedent(
+        """
+        import json, sys, importlib.metadata as md, pathlib
+        before = set(sys.modules)
+        import function_app, tickcast
+        new = [sys.modules[n] for n in set(sys.modules) - before]
+        files = {str(pathlib.Path(m.__file__).resolve()) for m in new if getattr(m, "__file__", None)}
+        owners = md.packages_distributions()
+        candidates = {d for top in {m.__name__.split(".")[0] for m in new} for d in owners.get(top, [])}
+        used = set()
+        for name in candidates:
+            dist = md.distribution(name)
+            paths = (str(pathlib.Path(dist.locate_file(f)).resolve()) for f in dist.files or [])
+            if any(p in files for p in paths if p.endswith((".py", ".so"))):
+                used.add(name)
+        app = type(function_app.app).__name__
+        print(json.dumps({"tickcast": tickcast.__file__, "used": sorted(used), "app": app}))
+        """
+    )
+    env = {"PATH": "/usr/bin:/bin", "TICKCAST_PROFILE": "local", "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path / "site", capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["app"] == "AsgiFunctionApp"
+    assert result["tickcast"].startswith(str(tmp_path / "site"))  # the zip's copy, not the installed one
+
+    pins = {}
+    for line in (FUNCTION_DIR / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"requirements.txt must pin every package: {line}"
+            pins[name.lower()] = version
+    import importlib.metadata as md
+
+    for name, version in pins.items():
+        assert md.version(name) == version, f"{name}: requirements.txt pins {version}, uv.lock has {md.version(name)}"
+    allowed = _closure(set(pins)) | {"tickcast", "sniffio"}  # anyio imports sniffio only if it is installed
+    used = {d.lower().replace("_", "-") for d in result["used"]}
+    assert used <= allowed, f"imported but not required: {sorted(used - allowed)}"
+    assert not used & {"tensorflow", "tensorflow-cpu", "keras", "onnxruntime", "mlflow", "apache-airflow"}
+
+
+def _closure(names: set[str]) -> set[str]:
+    """``names`` and every distribution they require, extras included: httpx and FastAPI import their optional
+    extras (click, rich, python-multipart, ...) when they happen to be installed, as in the project venv."""
+    import importlib.metadata as md
+    import re
+
+    seen: set[str] = set()
+    todo = [n.lower() for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for req in requires:
+            match = re.match(r"[A-Za-z0-9_.\-]+", req)
+            if match:
+                todo.append(match.group(0).lower().replace("_", "-"))
+    return {s.replace("_", "-") for s in seen}
+
+
+# --- smoke and predict through the APIM stand-in ------------------------------------------------------
+
+
+@pytest.fixture
+def gateway(stand_in: FastAPI, lake: Lake) -> Iterator[TestClient]:
+    """APIM stand-in (cloud/apim/policy.xml) → the API (no lifespan: its client opens on first use) → stand-in."""
+    api = create_app(api_settings(), lake=lake, endpoint_transport=httpx.ASGITransport(app=stand_in))
+    cfg = load_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
+    app = create_gateway(cfg, backend_url="http://function", transport=httpx.ASGITransport(app=api))
+    with TestClient(app, base_url="http://gateway") as client:
+        yield client
+
+
+def test_smoke_passes_through_the_gateway(gateway: TestClient) -> None:
+    report = smoke("http://gateway", SUB_KEY, ["SPY", "spy"], timeout=10, client=gateway)
+    assert report.ok, report.table()
+    assert [(c.name, c.expected, c.status) for c in report.checks] == [
+        ("GET /api/predictions/SPY", 200, 200),
+        ("GET /api/predictions/SPY", 200, 200),
+        ("no subscription key", 401, 401),
+        ("POST /api/predict with too few bars", 422, 422),
+        ("unknown symbol", 404, 404),
+    ]
+    rows = report.rows()
+    assert rows[0]["ok"] is True and "predicted_close" in rows[0]["detail"]
+    assert "PASS" in report.table() and "FAIL" not in report.table()
+
+
+def test_smoke_reports_what_failed(gateway: TestClient) -> None:
+    report = smoke("http://gateway", "wrong-key", ["SPY", "BAC"], timeout=10, client=gateway)
+    assert not report.ok
+    failed = {c.name: c for c in report.checks if not c.ok}
+    assert set(failed) == {
+        "GET /api/predictions/SPY",
+        "GET /api/predictions/BAC",
+        "POST /api/predict with too few bars",
+        "unknown symbol",
+    }
+    assert failed["GET /api/predictions/SPY"].status == 401 and "invalid subscription key" in (
+        failed["GET /api/predictions/SPY"].detail
+    )
+    assert "FAIL" in report.table()
+
+
+def test_predict_returns_the_body_or_raises_the_apis_message(gateway: TestClient) -> None:
+    body = predict("http://gateway", SUB_KEY, "spy", client=gateway)
+    assert body["symbol"] == "SPY" and body["predicted_close"] > 0
+    with pytest.raises(GatewayError, match=r"HTTP 404: no bars yet for BAC; is ingestion running\?") as info:
+        predict("http://gateway", SUB_KEY, "BAC", client=gateway)
+    assert info.value.status == 404 and info.value.code == "no_bars"
+    with pytest.raises(GatewayError, match=r"HTTP 401.*missing subscription key"):
+        predict("http://gateway", None, "SPY", client=gateway)
+
+
+def test_retry_after_survives_the_gateway(lake: Lake) -> None:
+    api = create_app(api_settings(), lake=lake, endpoint_transport=failing(httpx.ConnectError("refused")))
+    cfg = load_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
+    app = create_gateway(cfg, backend_url="http://function", transport=httpx.ASGITransport(app=api))
+    with TestClient(app, base_url="http://gateway") as client:
+        r = client.get("/api/predictions/SPY", headers={"Ocp-Apim-Subscription-Key": SUB_KEY})
+        report = smoke("http://gateway", SUB_KEY, ["SPY"], client=client)
+    assert_error(r, 503, "endpoint_unavailable")
+    assert r.headers["retry-after"] == "5"
+    assert not report.ok and "endpoint_unavailable" in report.checks[0].detail
+
+
+def test_predict_says_when_nothing_answers() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    with httpx.Client(transport=httpx.MockTransport(refuse), base_url="http://gateway") as client:
+        with pytest.raises(GatewayError, match=r"cannot reach http://gateway .*tickcast up"):
+            predict("http://gateway", SUB_KEY, "SPY", client=client)
+        report = smoke("http://gateway", SUB_KEY, ["SPY"], timeout=1, client=client)
+    assert not report.ok and all(c.status is None for c in report.checks)
