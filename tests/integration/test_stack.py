@@ -21,7 +21,17 @@ def test_every_service_is_healthy(stack: Settings) -> None:
     from tickcast.stack.supervisor import Supervisor
 
     statuses = Supervisor(stack).status()
-    assert {s.name for s in statuses} == {"azurite", "kafka", "mlflow", "airflow", "yahoo", "producer", "endpoint", "function", "gateway"}
+    assert {s.name for s in statuses} == {
+        "azurite",
+        "kafka",
+        "mlflow",
+        "airflow",
+        "yahoo",
+        "producer",
+        "endpoint",
+        "function",
+        "gateway",
+    }
     unhealthy = [(s.name, s.detail) for s in statuses if not s.healthy]
     assert not unhealthy
 
