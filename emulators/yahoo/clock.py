@@ -7,7 +7,7 @@ The settings string ``TICKCAST_EMULATOR__CLOCK_START`` picks the start (:func:`c
 
 * ``"now"``: the real current UTC time.
 * an ISO-8601 time (``2026-11-25T15:00:00Z``; a time without zone is taken as UTC).
-* ``"session"`` (default): **60 minutes after the 09:30 New York open of a session day** (plus the real
+* ``"session"`` (default): **120 minutes after the 09:30 New York open of a session day** (plus the real
   clock's seconds within the current minute, so emulated minutes close on real minute boundaries), so that an hour
   of that day's bars is already there and new minutes keep closing while the clock runs at real-time
   speed. In synthetic mode the day is the latest Monday-Friday whose open has passed in real time (on a
@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from emulators.yahoo import sessions
 
-SESSION_OFFSET = timedelta(minutes=60)
+SESSION_OFFSET = timedelta(minutes=120)  # > the 81 bars a prediction needs, so serving works at once
 
 
 def parse_utc(value: str) -> datetime:
@@ -89,7 +89,7 @@ class EmulatorClock:
 
 
 def session_start(day: date) -> datetime:
-    """The ``"session"`` starting point on ``day``: 60 minutes after the 09:30 New York open."""
+    """The ``"session"`` starting point on ``day``: 120 minutes after the 09:30 New York open."""
     return sessions.to_utc(sessions.session_open(day)) + SESSION_OFFSET
 
 

@@ -21,7 +21,7 @@ class AirflowError(Exception):
 
 
 class AirflowClient:
-    def __init__(self, settings: Settings | None = None, token: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings | None = None, token: str | None = None, timeout_s: float = 60.0) -> None:
         s = settings or get_settings()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=f"{s.airflow_url}/api/v2", headers=headers, timeout=timeout_s)
@@ -35,8 +35,13 @@ class AirflowClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self._http.request(method, path, **kwargs)
+    def _call(self, method: str, path: str, attempts: int = 4, **kwargs: Any) -> Any:
+        """One API call; a 5xx (local Airflow on SQLite: a busy write lock) is retried with backoff."""
+        for attempt in range(attempts):
+            resp = self._http.request(method, path, **kwargs)
+            if resp.status_code < 500 or attempt == attempts - 1:
+                break
+            time.sleep(1.0 * 2**attempt)
         if resp.status_code >= 400:
             raise AirflowError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
         return resp.json() if resp.content else None

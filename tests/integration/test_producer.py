@@ -22,7 +22,7 @@ import uvicorn
 
 from emulators.yahoo import sessions
 from emulators.yahoo.app import create_app
-from emulators.yahoo.clock import EmulatorClock, session_start
+from emulators.yahoo.clock import SESSION_OFFSET, EmulatorClock, session_start
 from emulators.yahoo.synthetic import SyntheticMarket
 from tickcast.ingest import kafka
 from tickcast.ingest.consumer import consume_to_lake
@@ -32,6 +32,8 @@ from tickcast.market.yahoo import YahooClient
 from tickcast.settings import Settings
 from tickcast.stack.definition import tansu_binary
 from tickcast.stack.hooks import create_topics
+
+CLOSED = int(SESSION_OFFSET.total_seconds() // 60)  # minutes closed when the frozen clock starts
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +64,9 @@ class Emulator:
 
 @contextmanager
 def running_emulator(days_back: int = 0) -> Iterator[Emulator]:
-    """A Yahoo emulator on a free port, clock frozen at 10:30:30 New York of a session ``days_back`` ago."""
+    """A Yahoo emulator on a free port, clock frozen 30 s into the first minute after SESSION_OFFSET."""
     day = sessions.latest_session_started(time.time() - days_back * 86400)
-    start = session_start(day) + timedelta(seconds=30)  # 10:30:30 -> 09:30..10:29 closed, 10:30 forming
+    start = session_start(day) + timedelta(seconds=30)  # CLOSED minutes closed, the next one forming
     clock = EmulatorClock(start, speed=0)
     suffix = uuid.uuid4().hex[:4].upper()  # symbols unique to the test: the shared lake has none of them yet
     symbols = [f"A{suffix}", f"B{suffix}"]
@@ -77,7 +79,7 @@ def running_emulator(days_back: int = 0) -> Iterator[Emulator]:
     thread.start()
     wait_for_port(port)
     try:
-        day_open = start - timedelta(seconds=30) - timedelta(minutes=60)
+        day_open = start - timedelta(seconds=30) - SESSION_OFFSET
         yield Emulator(f"http://127.0.0.1:{port}", clock, day_open, symbols)
     finally:
         server.should_exit = True
@@ -155,17 +157,17 @@ def test_poller_publishes_closed_minutes_once_and_the_next_one_when_it_closes(
     a, b = emulator.symbols
     with YahooClient(s) as client:
         poller = Poller(s, client, BarPublisher(s))
-        assert poller.poll_once() == {a: 60, b: 60}, "09:30..10:29 are closed; the forming 10:30 is not sent"
+        assert poller.poll_once() == {a: CLOSED, b: CLOSED}, "closed minutes only; the forming one is not sent"
         assert poller.poll_once() == {a: 0, b: 0}, "nothing new while the clock stands still"
         emulator.clock.advance(60)
-        assert poller.poll_once() == {a: 1, b: 1}, "10:30 closed: exactly one new bar each"
+        assert poller.poll_once() == {a: 1, b: 1}, "one more minute closed: exactly one new bar each"
         poller.publisher.close()
     consume_to_lake(s, max_seconds=60, idle_seconds=3)
     lake = Lake.from_settings(s)
     for sym in (a, b):
         df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=2))
-        assert len(df) == 61 and df["ts"].is_unique
-        assert df["ts"].max() == emulator.day_open + timedelta(minutes=60)  # the 10:30 bar
+        assert len(df) == CLOSED + 1 and df["ts"].is_unique
+        assert df["ts"].max() == emulator.day_open + SESSION_OFFSET  # the minute that closed last
 
 
 def test_poller_follows_the_source_clock_not_the_wall_clock(stack: Settings) -> None:
@@ -175,7 +177,7 @@ def test_poller_follows_the_source_clock_not_the_wall_clock(stack: Settings) -> 
         a, b = emulator.symbols
         with YahooClient(s) as client:
             poller = Poller(s, client, BarPublisher(s))
-            assert poller.poll_once() == {a: 60, b: 60}
+            assert poller.poll_once() == {a: CLOSED, b: CLOSED}
             emulator.clock.advance(5 * 60)
             assert poller.poll_once() == {a: 5, b: 5}, "five more minutes closed on the source's clock"
             poller.publisher.close()
@@ -188,7 +190,7 @@ def test_unknown_symbol_is_a_clear_error_while_the_others_go_on(stack: Settings,
         poller = Poller(s, client, BarPublisher(s))
         sent = poller.poll_once()
         poller.publisher.close()
-    assert sent == {known: 60}
+    assert sent == {known: CLOSED}
     assert "No data found, symbol may be delisted" in poller.state.errors["NOPE"]
 
 
@@ -236,7 +238,7 @@ def test_broker_restart_loses_nothing_for_good_producer_refetches_from_the_lake_
     # publish everything, then the broker dies before the consumer read it (memory storage: all lost)
     with YahooClient(s) as client:
         poller = Poller(s, client, BarPublisher(s))
-        assert poller.poll_once() == {sym: 60}
+        assert poller.poll_once() == {sym: CLOSED}
         poller.publisher.close()
     b.kill()
     b = start_broker(port, tmp_path / "tansu.log")
@@ -245,11 +247,11 @@ def test_broker_restart_loses_nothing_for_good_producer_refetches_from_the_lake_
         # the restarted producer resumes from the lake's last minute and re-fetches the rest from the source
         with YahooClient(s) as client:
             restarted = Poller(s, client, BarPublisher(s), lake_last_ts=lake.last_ts)
-            assert restarted.poll_once() == {sym: 30}
+            assert restarted.poll_once() == {sym: CLOSED - 30}
             restarted.publisher.close()
         consume_to_lake(s, max_seconds=60, idle_seconds=3)
         df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=2))
-        assert len(df) == 60 and df["ts"].is_unique, "every minute of the session is in the lake once"
+        assert len(df) == CLOSED and df["ts"].is_unique, "every minute of the session is in the lake once"
     finally:
         b.kill()
 
@@ -260,7 +262,7 @@ def test_backfill_publishes_every_closed_minute_of_the_requested_days(stack: Set
     calls: list[tuple[str, int, int]] = []
     report = backfill(s, 3, progress=lambda sym, done, total: calls.append((sym, done, total)))
     assert not report.errors
-    assert report.per_symbol[a] == report.per_symbol[b] > 60
+    assert report.per_symbol[a] == report.per_symbol[b] > CLOSED
     assert calls[-1][1] == calls[-1][2], "progress reaches its total"
     consume_to_lake(s, max_seconds=60, idle_seconds=3)
     lake = Lake.from_settings(s)

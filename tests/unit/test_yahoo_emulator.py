@@ -351,13 +351,13 @@ def test_clock_runs_at_its_speed_and_can_be_set() -> None:
 @pytest.mark.parametrize(
     ("real_now", "expected"),
     [
-        (datetime(2026, 11, 28, 12, 0, tzinfo=UTC), datetime(2026, 11, 27, 15, 30, tzinfo=UTC)),  # Sat -> Fri
-        (datetime(2026, 11, 24, 13, 0, tzinfo=UTC), datetime(2026, 11, 23, 15, 30, tzinfo=UTC)),  # Tue pre-open
-        (datetime(2026, 11, 24, 18, 0, tzinfo=UTC), datetime(2026, 11, 24, 15, 30, tzinfo=UTC)),  # Tue in session
-        (datetime(2026, 7, 1, 18, 0, tzinfo=UTC), datetime(2026, 7, 1, 14, 30, tzinfo=UTC)),  # summer time
+        (datetime(2026, 11, 28, 12, 0, tzinfo=UTC), datetime(2026, 11, 27, 16, 30, tzinfo=UTC)),  # Sat -> Fri
+        (datetime(2026, 11, 24, 13, 0, tzinfo=UTC), datetime(2026, 11, 23, 16, 30, tzinfo=UTC)),  # Tue pre-open
+        (datetime(2026, 11, 24, 18, 0, tzinfo=UTC), datetime(2026, 11, 24, 16, 30, tzinfo=UTC)),  # Tue in session
+        (datetime(2026, 7, 1, 18, 0, tzinfo=UTC), datetime(2026, 7, 1, 15, 30, tzinfo=UTC)),  # summer time
     ],
 )
-def test_session_clock_starts_an_hour_into_the_latest_session(real_now: datetime, expected: datetime) -> None:
+def test_session_clock_starts_two_hours_into_the_latest_session(real_now: datetime, expected: datetime) -> None:
     assert clock_from_setting("session", 0, real_now=real_now).now() == expected
 
 
@@ -366,12 +366,12 @@ def test_clock_setting_now_iso_and_tape_day() -> None:
     assert clock_from_setting("now", 0, real_now=real_now).now() == real_now
     assert clock_from_setting("2026-01-02T15:00:00Z", 0).now() == datetime(2026, 1, 2, 15, tzinfo=UTC)
     assert clock_from_setting("session", 0, session_day=date(2013, 10, 11), real_now=real_now).now() == datetime(
-        2013, 10, 11, 14, 30, tzinfo=UTC
+        2013, 10, 11, 15, 30, tzinfo=UTC
     )
     # emulated minutes close when real minutes do: the seconds within the minute are kept
     mid_minute = datetime(2026, 11, 24, 18, 0, 42, 500_000, tzinfo=UTC)
     clock = clock_from_setting("session", 0, session_day=date(2013, 10, 11), real_now=mid_minute)
-    assert clock.now() == datetime(2013, 10, 11, 14, 30, 42, 500_000, tzinfo=UTC)
+    assert clock.now() == datetime(2013, 10, 11, 15, 30, 42, 500_000, tzinfo=UTC)
     with pytest.raises(ValueError, match="ISO-8601"):
         clock_from_setting("tomorrow", 1)
 
