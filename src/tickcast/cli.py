@@ -309,7 +309,7 @@ def promote(
 
 @app.command("run")
 def run_main(
-    days: Annotated[int, typer.Option(min=1, max=7, help="days of history to backfill")] = 5,
+    days: Annotated[int, typer.Option(min=1, max=7, help="calendar days of history to backfill (7 = ~5 sessions)")] = 7,
 ) -> None:
     """The main job on a running stack: backfill, ingest, retrain + deploy, and a prediction via the gateway."""
     from tickcast.pipeline import PipelineError, run_main_job

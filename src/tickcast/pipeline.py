@@ -67,7 +67,7 @@ def wait_for_lake(settings: Settings, until: dict[str, datetime], timeout_s: flo
 def run_main_job(
     settings: Settings,
     *,
-    days: int = 5,
+    days: int = 7,
     report: Report = print,
     ingest_timeout_s: float = 300,
     retrain_timeout_s: float = 600,

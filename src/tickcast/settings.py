@@ -126,7 +126,7 @@ class ModelSettings(BaseModel):
     seed: int = Field(7, description="seed for weights, shuffling and TensorFlow ops")
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of windows for validation (after train)")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="share of windows held out (the most recent)")
-    lookback_days: int = Field(5, ge=1, description="days of lake data one retrain reads")
+    lookback_days: int = Field(7, ge=1, description="calendar days of lake data one retrain reads (7 = ~5 sessions)")
     min_train_windows: int = Field(300, ge=10, description="fewer training windows than this: the retrain stops")
 
 
@@ -150,7 +150,12 @@ class EmulatorSettings(BaseModel):
     phi: dict[str, float] = Field(
         default_factory=dict, description='AR(1) coefficient of 1-minute log returns per symbol, JSON e.g. {"SPY":0.3}'
     )
-    default_phi: float = Field(0.3, gt=-1, lt=1, description="AR(1) coefficient for symbols not in phi")
+    default_phi: float = Field(
+        0.4,
+        gt=-1,
+        lt=1,
+        description="AR(1) coefficient for symbols not in phi (0.4: the oracle beats persistence ~8 %)",
+    )
     tape_dir: Path = Field(
         PROJECT_ROOT.parent / "shared" / "data" / "tape", description="directory of SYMBOL.csv.gz tape files"
     )
