@@ -36,6 +36,10 @@ test-unit *args: _bootstrap
 test-integration *args: _bootstrap
     {{bin}}/pytest tests/integration {{args}}
 
+# scripted smoke calls through the gateway (local; or: just smoke --url https://<apim>.azure-api.net --key <key>)
+smoke *args: _bootstrap
+    {{bin}}/tickcast smoke {{args}}
+
 # ruff (lint + format check) and mypy --strict
 lint: _bootstrap
     {{bin}}/ruff check .

@@ -364,6 +364,21 @@ def predict(symbol: Annotated[str, typer.Argument(help="ticker, e.g. SPY")]) -> 
 
 
 @app.command()
+def smoke(
+    url: Annotated[str | None, typer.Option(help="gateway base URL (default: the local gateway)")] = None,
+    key: Annotated[str | None, typer.Option(help="subscription key (default: TICKCAST_GATEWAY__CLIENT_KEY)")] = None,
+) -> None:
+    """Scripted smoke calls through the gateway: a prediction per symbol, 401 without a key, 422, 404."""
+    from tickcast.serving.smoke import smoke as run_smoke
+
+    settings = _settings()
+    report = run_smoke(url or settings.gateway_url, key or settings.gateway_client_key(), settings.symbols, timeout=30)
+    console.print(report.table(), markup=False, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def deploy(version: Annotated[str, typer.Argument(help="registered model version to serve")]) -> None:
     """Blue/green: the version goes to the idle colour, is smoke-tested, takes the traffic, then becomes production."""
     from tickcast.serving.deploy import DeployError, deployer_for

@@ -165,7 +165,7 @@ def test_poller_publishes_closed_minutes_once_and_the_next_one_when_it_closes(
     consume_to_lake(s, max_seconds=60, idle_seconds=3)
     lake = Lake.from_settings(s)
     for sym in (a, b):
-        df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=2))
+        df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=6))
         assert len(df) == CLOSED + 1 and df["ts"].is_unique
         assert df["ts"].max() == emulator.day_open + SESSION_OFFSET  # the minute that closed last
 
@@ -250,7 +250,7 @@ def test_broker_restart_loses_nothing_for_good_producer_refetches_from_the_lake_
             assert restarted.poll_once() == {sym: CLOSED - 30}
             restarted.publisher.close()
         consume_to_lake(s, max_seconds=60, idle_seconds=3)
-        df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=2))
+        df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=6))
         assert len(df) == CLOSED and df["ts"].is_unique, "every minute of the session is in the lake once"
     finally:
         b.kill()

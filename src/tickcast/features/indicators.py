@@ -133,24 +133,31 @@ def clean_bars(bars: pd.DataFrame) -> pd.DataFrame:
         symbols = pd.unique(frame["symbol"].dropna())
         if len(symbols) > 1:
             raise ValueError(f"compute features of one symbol at a time; got {sorted(map(str, symbols))}")
-    ts = pd.to_datetime(frame["ts"], utc=True).reset_index(drop=True)
+    ts = pd.to_datetime(frame["ts"], utc=True)
     if ts.isna().any():
         raise ValueError("bars have a missing ts")
-    if (ts.dt.second != 0).any() or (ts.dt.microsecond != 0).any() or (ts.dt.nanosecond != 0).any():
-        bad = ts[(ts.dt.second != 0) | (ts.dt.microsecond != 0) | (ts.dt.nanosecond != 0)].iloc[0]
+    ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)  # UTC nanoseconds (numpy: no per-op pandas cost)
+    off_minute = ns % 60_000_000_000 != 0
+    if off_minute.any():
+        bad = pd.Timestamp(int(ns[np.argmax(off_minute)]), tz="UTC")
         raise ValueError(f"bar ts must be the start of a minute; got {bad.isoformat()}")
-    out = pd.DataFrame({"ts": ts.astype("datetime64[s, UTC]")})
-    for col in BAR_COLUMNS:
-        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64").to_numpy()
-    order = ["ts"]
+    cols = {c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64) for c in BAR_COLUMNS}
     if "ingested_at" in frame.columns and not frame["ingested_at"].isna().any():
-        out["_ingested"] = pd.to_datetime(frame["ingested_at"], utc=True).reset_index(drop=True)
-        order.append("_ingested")
-    out = out.sort_values(order, kind="stable").drop_duplicates("ts", keep="last")
-    prices = out[["open", "high", "low", "close"]].to_numpy()
-    vol = out["volume"].to_numpy()
+        ingested = pd.to_datetime(frame["ingested_at"], utc=True).to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        order = np.lexsort((ingested, ns))  # by ts, then ingestion time; stable
+    else:
+        order = np.argsort(ns, kind="stable")
+    sorted_ns = ns[order]
+    last_of_minute = np.append(sorted_ns[1:] != sorted_ns[:-1], True)  # later revision of a minute wins
+    idx = order[last_of_minute]
+    prices = np.column_stack([cols[c][idx] for c in ("open", "high", "low", "close")])
+    vol = cols["volume"][idx]
     ok = np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1) & np.isfinite(vol) & (vol >= 0)
-    return out.loc[ok, ["ts", *BAR_COLUMNS]].reset_index(drop=True)
+    idx = idx[ok]
+    out = pd.DataFrame({"ts": pd.DatetimeIndex((ns[idx] // 1_000_000_000).astype("datetime64[s]")).tz_localize("UTC")})
+    for col in BAR_COLUMNS:
+        out[col] = cols[col][idx]
+    return out
 
 
 # --- numpy kernels: each value from its own trailing window only (no running state) ---------------
