@@ -46,8 +46,6 @@ import argparse
 import json
 import logging
 import os
-import platform
-import socket
 import statistics
 import tempfile
 import threading
@@ -60,8 +58,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import psutil
 
+from bench.common import free_ports, machine, percentile
 from tickcast.ingest.consumer import IngestReport, consume_to_lake
 from tickcast.ingest.messages import decode_value
 from tickcast.ingest.producer import BarPublisher, Poller, PublishError, backfill
@@ -90,36 +88,6 @@ class BenchError(Exception):
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Linear-interpolated percentile (``pct`` in 0..100) of a non-empty list."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * pct / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -43,10 +43,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,10 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 from tests.unit.test_score import SCORE_PY, SYMBOLS, load_score, request_body, write_model
 
+from bench.common import free_ports, machine, percentile
 from tickcast.settings import PROJECT_ROOT
 
 ENDPOINT_KEY = "bench-endpoint-key"
@@ -81,36 +79,6 @@ TARGETS = {
 
 class BenchError(Exception):
     """Something the benchmark cannot measure around (a service that does not start, a non-200 answer)."""
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Linear-interpolated percentile (``pct`` in 0..100) of a non-empty list."""
-    xs = sorted(values)
-    if len(xs) == 1:
-        return xs[0]
-    pos = (len(xs) - 1) * pct / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def summary(latencies_s: list[float], wall_s: float, concurrency: int) -> dict[str, float | int]:

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -27,19 +26,10 @@ from typing import Any
 
 import psutil
 
-from tickcast.settings import StackSettings, load_settings
+from bench.common import stack_ports
+from tickcast.settings import load_settings
 from tickcast.stack import procs
 from tickcast.stack.supervisor import Supervisor
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def rss_by_service(sup: Supervisor) -> dict[str, float]:
@@ -69,8 +59,7 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tickcast-bench-") as home:
-        port_fields = [name for name in StackSettings.model_fields if name.endswith("_port")]
-        ports = dict(zip(port_fields, free_ports(len(port_fields)), strict=True))
+        ports = stack_ports()
         settings = load_settings(_env_file=None, stack={"home": home, "start_timeout_s": 300, **ports})
         os.environ.update(settings.to_env())
         sup = Supervisor(settings)

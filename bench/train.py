@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -34,19 +33,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pandas as pd
 import psutil
 
+from bench.common import stack_ports
 from emulators.yahoo.frames import lake_frame, oracle_function
 from emulators.yahoo.synthetic import SyntheticMarket
-from tickcast.settings import PROJECT_ROOT, StackSettings, load_settings
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from tickcast.settings import PROJECT_ROOT, load_settings
 
 
 def retrain_cycle_benchmark(n_symbols: int, days: int) -> dict[str, Any]:
@@ -57,8 +47,7 @@ def retrain_cycle_benchmark(n_symbols: int, days: int) -> dict[str, Any]:
 
     symbols = [f"B{i:02d}" for i in range(n_symbols)]
     with tempfile.TemporaryDirectory(prefix="tickcast-bench-train-") as home:
-        fields = [name for name in StackSettings.model_fields if name.endswith("_port")]
-        ports = dict(zip(fields, free_ports(len(fields)), strict=True))
+        ports = stack_ports()
         settings = load_settings(
             _env_file=None,
             symbols=symbols,

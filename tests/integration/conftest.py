@@ -13,7 +13,6 @@ At the end of the session the stack is stopped and the teardown fails if any pro
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import psutil
 import pytest
 
 from tickcast.settings import Settings, StackSettings, get_settings, load_settings
+from tickcast.stack.procs import free_ports
 
 _choice: tuple[str, str] | None = None
 
@@ -44,19 +44,6 @@ def stack_flavour() -> tuple[str, str]:
 def pytest_report_header(config: pytest.Config) -> str:
     flavour, reason = stack_flavour()
     return f"tickcast integration stack: {flavour} ({reason})"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +131,40 @@ def _describe(p: psutil.Process) -> str:
 @pytest.fixture(scope="session")
 def stack_home(stack: Settings) -> Path:
     return stack.stack.resolved_home()
+
+
+def run_dag_test(
+    settings: Settings,
+    dag_file: str,
+    dag_variable: str,
+    *,
+    timeout_s: float = 300,
+    extra_env: dict[str, str] | None = None,
+) -> None:
+    """``dag.test()`` of ``dags/<dag_file>`` in a subprocess configured exactly like the stack's Airflow.
+
+    Skips on the container stack (its Airflow home is inside a container).
+    """
+    import subprocess
+    import sys
+
+    from tickcast.settings import PROJECT_ROOT
+    from tickcast.stack.supervisor import Supervisor
+
+    if stack_flavour()[0] != "processes":
+        pytest.skip("dag.test() needs the process stack's Airflow home")
+    sup = Supervisor(settings)
+    env = sup._env(sup.services["airflow"])
+    env.update(settings.to_env())
+    env.update(extra_env or {})
+    code = f"import runpy; runpy.run_path('dags/{dag_file}')['{dag_variable}'].test()"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,17 @@ import pytest
 from tests.unit.test_score import make_bars, preprocessing_json, write_model
 from tickcast.lake.store import COLUMNS, Lake
 from tickcast.settings import PROJECT_ROOT, Settings
+from tickcast.stack.procs import free_ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
 
 pytestmark = pytest.mark.integration
 
 SYMBOLS = ("DPLA", "DPLB")
 START_TIMEOUT_S = 45.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class StandInProcess:

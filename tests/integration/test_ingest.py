@@ -6,8 +6,6 @@ Each test gets its own topics and consumer group, so tests never see each other'
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +16,7 @@ from tickcast.ingest import kafka
 from tickcast.ingest.consumer import consume_to_lake
 from tickcast.lake.store import Lake, day_path
 from tickcast.market.bar import Bar
-from tickcast.settings import PROJECT_ROOT, Settings
+from tickcast.settings import Settings
 from tickcast.stack.hooks import create_topics
 
 pytestmark = pytest.mark.integration
@@ -216,27 +214,12 @@ def test_range_read_touches_only_the_needed_day_files(stack: Settings) -> None:
 
 def test_ingest_dag_runs_with_dag_test_against_the_stack(isolated: Settings, stack_home: object) -> None:
     """`dag.test()` of dags/ingest.py, in a process configured exactly like the stack's Airflow."""
-    from tests.integration.conftest import stack_flavour
-    from tickcast.stack.supervisor import Supervisor
+    from tests.integration.conftest import run_dag_test
 
-    if stack_flavour()[0] != "processes":
-        pytest.skip("dag.test() needs the process stack's Airflow home")
     sym = symbol()
     send(isolated, [bar(sym, DAY1 + timedelta(minutes=i), 70.0 + i) for i in range(4)])
-    sup = Supervisor(isolated)
-    env = sup._env(sup.services["airflow"])
-    env.update(isolated.to_env())
-    env["TICKCAST_INGEST__CONSUME_SLICE_S"] = "8"
-    code = "import runpy; runpy.run_path('dags/ingest.py')['ingest_dag'].test()"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    run_dag_test(
+        isolated, "ingest.py", "ingest_dag", timeout_s=240, extra_env={"TICKCAST_INGEST__CONSUME_SLICE_S": "8"}
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     df = Lake.from_settings(isolated).read(sym, DAY1, DAY1 + timedelta(hours=1))
     assert list(df["close"]) == [70.0, 71.0, 72.0, 73.0]

@@ -32,16 +32,16 @@ from tickcast.market.yahoo import YahooClient
 from tickcast.settings import Settings
 from tickcast.stack.definition import tansu_binary
 from tickcast.stack.hooks import create_topics
+from tickcast.stack.procs import free_ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
 
 CLOSED = int(SESSION_OFFSET.total_seconds() // 60)  # minutes closed when the frozen clock starts
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, deadline_s: float = 10.0) -> None:

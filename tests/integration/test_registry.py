@@ -6,8 +6,6 @@ so it never collides with other tests or with a developer's models.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ import pytest
 from emulators.yahoo.frames import lake_frame
 from emulators.yahoo.synthetic import SyntheticMarket
 from tickcast.lake.store import Lake
-from tickcast.settings import PROJECT_ROOT, Settings
+from tickcast.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -141,28 +139,12 @@ def test_mlflow_down_fails_before_training_and_registers_nothing(trained_setting
 
 
 def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Settings) -> None:
-    from tests.integration.conftest import stack_flavour
+    from tests.integration.conftest import run_dag_test
     from tickcast.registry.mlflow_registry import Registry
-    from tickcast.stack.supervisor import Supervisor
 
-    if stack_flavour()[0] != "processes":
-        pytest.skip("dag.test() needs the process stack's Airflow home")
     reg = Registry(trained_settings)
     before = len(reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'"))
-    sup = Supervisor(trained_settings)
-    env = sup._env(sup.services["airflow"])
-    env.update(trained_settings.to_env())
-    code = "import runpy; runpy.run_path('dags/retrain.py')['retrain_dag'].test()"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dag_test(trained_settings, "retrain.py", "retrain_dag", timeout_s=400)
     versions = reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'")
     assert len(versions) == before + 1, "the DAG registered exactly one new version"
     newest = max(versions, key=lambda v: int(v.version))

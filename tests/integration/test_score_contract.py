@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,12 @@ from tests.unit.test_aml_endpoint import AUTH, Endpoint, settings
 from tests.unit.test_score import NEEDED, SCORE_PY, make_bars, request_body, write_model
 from tickcast.serving.schema import model_status
 from tickcast.settings import PROJECT_ROOT, get_settings
+from tickcast.stack.procs import free_ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
 
 pytestmark = pytest.mark.integration
 
@@ -84,12 +89,6 @@ def serving_venv() -> Path:
             pytest.fail(f"building the AML serving venv failed ({' '.join(step[:3])}): {output}")
     (venv / STAMP).write_text(stamp + "\n")
     return venv
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,15 @@ import pytest
 
 from tickcast.settings import Settings, load_settings
 from tickcast.stack.definition import parse_stack
+from tickcast.stack.procs import free_ports
 from tickcast.stack.supervisor import PortTakenError, ServiceStartError, StackError, Supervisor
-
-FAKE = "{repo}/tests/support/fake_service.py"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+FAKE = "{repo}/tests/support/fake_service.py"
 
 
 def service(name: str, port_key: str, *flags: str, after: tuple[str, ...] = (), extra: str = "") -> str:

@@ -164,3 +164,15 @@ def _alive(p: psutil.Process) -> bool:
 
 def uptime(record: PidRecord) -> float:
     return max(0.0, time.time() - record.started_at)
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that are free right now (for test and benchmark stacks)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
