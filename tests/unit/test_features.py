@@ -302,3 +302,13 @@ def test_latest_window_says_how_many_rows_it_needs() -> None:
         latest_window(feats.iloc[: WINDOW - 1], WINDOW)
     assert (err.value.needed, err.value.given) == (WINDOW, WINDOW - 1)
     assert len(make_windows(feats.iloc[:0], WINDOW)) == 0
+
+
+def test_no_bars_in_gives_no_rows_out() -> None:
+    from tickcast.features.indicators import clean_bars
+
+    empty = pd.DataFrame(
+        {"ts": pd.to_datetime([], utc=True), "open": [], "high": [], "low": [], "close": [], "volume": []}
+    )
+    assert clean_bars(empty).empty
+    assert compute_features(empty).empty

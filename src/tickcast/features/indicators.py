@@ -148,7 +148,8 @@ def clean_bars(bars: pd.DataFrame) -> pd.DataFrame:
     else:
         order = np.argsort(ns, kind="stable")
     sorted_ns = ns[order]
-    last_of_minute = np.append(sorted_ns[1:] != sorted_ns[:-1], True)  # later revision of a minute wins
+    # the later revision of a minute wins (and no rows in, no rows out)
+    last_of_minute = np.append(sorted_ns[1:] != sorted_ns[:-1], True)[: len(sorted_ns)]
     idx = order[last_of_minute]
     prices = np.column_stack([cols[c][idx] for c in ("open", "high", "low", "close")])
     vol = cols["volume"][idx]
