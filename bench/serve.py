@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from tests.unit.test_score import SCORE_PY, SYMBOLS, load_score, request_body, write_model
 
@@ -186,14 +187,47 @@ async def _load(
     return summary(latencies, wall, concurrency)
 
 
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds of a process and (``children``) its live children, e.g. uvicorn workers."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *(proc.children(recursive=True) if children else [])]:
+        with suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def http_levels(
-    url: str, headers: dict[str, str], body: bytes, levels: list[int], requests: int, warmup: int
-) -> list[dict[str, float | int]]:
-    """Check one answer is a prediction, then measure each concurrency level."""
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    levels: list[int],
+    requests: int,
+    warmup: int,
+    services: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Check one answer is a prediction, then measure each concurrency level.
+
+    ``services`` (name -> pid): their CPU time is sampled around each level (warm-up included) and reported as
+    ``cpu_ms_per_request`` per service and for this client process, to show where a request's CPU goes.
+    """
     first = httpx.post(url, content=body, headers=headers, timeout=30.0)
     if first.status_code != 200 or "predicted_close" not in first.json():
         raise BenchError(f"POST {url} answered {first.status_code}: {first.text[:500]}")
-    return [asyncio.run(_load(url, headers, body, c, requests, warmup)) for c in levels]
+    pids = {"client": os.getpid(), **(services or {})}
+
+    def sample() -> dict[str, float]:  # the services are this process's children: the client counts itself only
+        return {name: cpu_seconds(pid, children=name != "client") for name, pid in pids.items()}
+
+    out: list[dict[str, Any]] = []
+    for c in levels:
+        before = sample()
+        run: dict[str, Any] = dict(asyncio.run(_load(url, headers, body, c, requests, warmup)))
+        after, sent = sample(), requests + max(warmup, c)
+        run["cpu_ms_per_request"] = {name: round((after[name] - before[name]) * 1000 / sent, 3) for name in pids}
+        out.append(run)
+    return out
 
 
 def bench_score(model_root: Path, body: bytes, requests: int, warmup: int) -> dict[str, float | int]:
@@ -299,15 +333,24 @@ def print_report(result: dict[str, Any], out: Path) -> None:
     m = result["machine"]
     print(f"machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, {m['platform']}")
     print(f"requests per level: {result['requests']} (after {result['warmup']} warm-up)")
-    print(f"{'path':<12} {'conc':>4} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} {'req/s':>9}")
+    print(
+        f"{'path':<12} {'conc':>4} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} {'max ms':>9} {'req/s':>9}  "
+        "CPU ms per request"
+    )
     for r in result["runs"]:
+        cpu = " ".join(f"{name} {ms:.2f}" for name, ms in r.get("cpu_ms_per_request", {}).items())
         print(
             f"{r['name']:<12} {r['concurrency']:>4} {r['p50_ms']:>9.3f} {r['p95_ms']:>9.3f} {r['p99_ms']:>9.3f} "
-            f"{r['max_ms']:>9.3f} {r['rps']:>9.1f}"
+            f"{r['max_ms']:>9.3f} {r['rps']:>9.1f}  {cpu}"
         )
     if result.get("azmlinfsrv_skipped"):
         print(f"azmlinfsrv skipped: {result['azmlinfsrv_skipped']}")
     print("targets:")
+    # Little's law: with 16 callers always waiting, mean latency = 16 / throughput
+    print(
+        f"  (at concurrency 16 a p50 of {TARGETS['full_c16_p50_ms']:.0f} ms needs about "
+        f"{16_000 / TARGETS['full_c16_p50_ms']:,.0f} req/s: latency = concurrency / throughput)"
+    )
     for label, figure, met in check(result):
         verdict = "ok" if met else ("MISSED" if met is False else "-")
         print(f"  {label:<40} {figure:<28} {verdict}")
@@ -369,10 +412,11 @@ def main() -> None:
         py = sys.executable
         endpoint_cmd = [py, "-m", "emulators.aml_endpoint", "--host", "127.0.0.1", "--port", str(endpoint_port)]
         endpoint_cmd += ["--state-dir", str(state_dir), "--log-level", "warning"]
-        with service("endpoint", endpoint_cmd, env, root, endpoint_url + "/"):
+        with service("endpoint", endpoint_cmd, env, root, endpoint_url + "/") as endpoint_proc:
             auth = {"Authorization": f"Bearer {ENDPOINT_KEY}", "Content-Type": "application/json"}
             print("(b) endpoint stand-in ...", flush=True)
-            for r in http_levels(endpoint_url + "/score", auth, body, levels, args.requests, args.warmup):
+            cpu = {"endpoint": endpoint_proc.pid}
+            for r in http_levels(endpoint_url + "/score", auth, body, levels, args.requests, args.warmup, cpu):
                 runs.append({"name": "endpoint", **r})
 
             function_cmd = [py, "-m", "uvicorn", "tickcast.serving.api:app_factory", "--factory"]
@@ -381,12 +425,13 @@ def main() -> None:
             gateway_cmd += ["--backend", function_url, "--policy", str(raised_policy(root / "policy.xml"))]
             gateway_cmd += ["--log-level", "warning"]
             with (
-                service("function", function_cmd, env, root, function_url + "/api/health"),
-                service("gateway", gateway_cmd, env, root, gateway_url + "/status-0123456789abcdef"),
+                service("function", function_cmd, env, root, function_url + "/api/health") as function_proc,
+                service("gateway", gateway_cmd, env, root, gateway_url + "/status-0123456789abcdef") as gateway_proc,
             ):
+                cpu |= {"function": function_proc.pid, "gateway": gateway_proc.pid}
                 key = {"Ocp-Apim-Subscription-Key": SUBSCRIPTION_KEYS[0], "Content-Type": "application/json"}
                 print("(c) full path gateway -> function -> endpoint ...", flush=True)
-                for r in http_levels(gateway_url + "/api/predict", key, body, levels, args.requests, args.warmup):
+                for r in http_levels(gateway_url + "/api/predict", key, body, levels, args.requests, args.warmup, cpu):
                     runs.append({"name": "full", **r})
 
         reason: str | None = "--no-azmlinfsrv" if args.no_azmlinfsrv else None

@@ -15,7 +15,14 @@ import pytest
 
 from emulators.yahoo import sessions
 from emulators.yahoo.synthetic import SyntheticMarket
-from tickcast.features.indicators import FEATURES, LOOKBACK, SESSION_COLUMN, bars_needed, compute_features
+from tickcast.features.indicators import (
+    FEATURES,
+    LOOKBACK,
+    SESSION_COLUMN,
+    bar_arrays,
+    bars_needed,
+    compute_features,
+)
 from tickcast.features.scaling import Standardizer, TargetScaler
 from tickcast.features.windows import NotEnoughBars, latest_window, make_windows
 from tickcast.model.preprocessing import Preprocessing
@@ -281,11 +288,16 @@ def test_prepare_latest_on_bars_up_to_t_equals_the_training_window_ending_at_t()
     rng = np.random.default_rng(8)
     for i in rng.choice(len(every.ts), size=8, replace=False):
         t = pd.Timestamp(every.ts[i], tz="UTC")
-        latest = prep.prepare_latest(bars[bars["ts"] <= t], "SPY")
+        upto = bars[bars["ts"] <= t]
+        latest = prep.prepare_latest(upto, "SPY")
         assert latest.x.shape == (1, WINDOW, len(FEATURES)) and latest.x.dtype == np.float32
         assert latest.ts[0] == every.ts[i]
         np.testing.assert_allclose(latest.x[0], every.x[i], rtol=0, atol=1e-6)
         assert latest.last_close[0] == every.last_close[i]
+        # the serving fast path (arrays, no pandas) gives the very same bits
+        from_arrays = prep.prepare_latest(bar_arrays(upto)[0], "SPY")
+        np.testing.assert_array_equal(from_arrays.x, latest.x)
+        assert from_arrays.ts[0] == latest.ts[0] and from_arrays.last_close[0] == latest.last_close[0]
     # serving only needs the last bars_needed bars of the session
     t = pd.Timestamp(every.ts[-5], tz="UTC")
     tail = bars[bars["ts"] <= t].iloc[-prep.bars_needed :]

@@ -156,6 +156,7 @@ def test_a_gap_counts_only_the_bars_after_it(score: ModuleType) -> None:
         ('{"bars": []}', "symbol: Field required"),
         ('{"symbol": "SPY", "bars": [], "extra": 1}', "extra: Extra inputs are not permitted"),
         ('{"symbol": "S P Y", "bars": []}', "symbol: symbol 'S P Y' is not a ticker"),
+        ("[" * 100_000 + "]" * 100_000, "the body is nested too deeply"),
     ],
 )
 def test_malformed_requests_are_400_with_the_reason(score: ModuleType, raw: str, expected: str) -> None:

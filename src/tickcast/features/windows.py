@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from tickcast.features.indicators import FEATURES, LOOKBACK, MINUTE, SESSION_COLUMN, epoch_seconds
+from tickcast.features.indicators import FEATURES, LOOKBACK, MINUTE, SESSION_COLUMN, FeatureRows, epoch_seconds
 
 
 class NotEnoughBars(ValueError):
@@ -136,20 +136,40 @@ def trailing_run(ts_seconds: npt.NDArray[np.int64], session: npt.NDArray[np.int6
     return int(len(ts_seconds) - (breaks[-1] + 1)) if len(breaks) else len(ts_seconds)
 
 
+def _not_enough(window: int, run: int) -> NotEnoughBars:
+    needed_bars = LOOKBACK + window - 1
+    return NotEnoughBars(
+        f"a {window}-minute window needs {window} consecutive feature rows ending at the last minute, i.e. "
+        f"{needed_bars} consecutive bars of one session ({LOOKBACK - 1} of indicator warm-up); "
+        f"got {run} feature row(s)",
+        needed=window,
+        given=run,
+    )
+
+
 def latest_window(feats: pd.DataFrame, window: int, features: Sequence[str] = FEATURES) -> Windows:
     """The one window ending at the last row of ``feats`` (serving); :class:`NotEnoughBars` if incomplete."""
     _columns(feats, features)
     tail = feats.iloc[-window:] if len(feats) >= window else feats
     run = trailing_run(_seconds(tail), tail[SESSION_COLUMN].to_numpy(np.int64))
     if run < window:
-        needed_bars = LOOKBACK + window - 1
-        raise NotEnoughBars(
-            f"a {window}-minute window needs {window} consecutive feature rows ending at the last minute, i.e. "
-            f"{needed_bars} consecutive bars of one session ({LOOKBACK - 1} of indicator warm-up); "
-            f"got {run} feature row(s)",
-            needed=window,
-            given=run,
-        )
+        raise _not_enough(window, run)
     out = make_windows(tail, window, features)
     assert len(out) == 1
     return out
+
+
+def latest_window_of_rows(rows: FeatureRows, window: int, features: Sequence[str] = FEATURES) -> Windows:
+    """:func:`latest_window` on :class:`FeatureRows` (the serving hot path: no pandas); the same numbers."""
+    if window < 1:
+        raise ValueError(f"window must be ≥ 1, got {window}")
+    ts, session = rows.ts[-window:], rows.session[-window:]
+    run = trailing_run(ts, session)
+    if run < window:
+        raise _not_enough(window, run)
+    columns = [FEATURES.index(f) for f in features]
+    x = rows.x[-window:][:, columns].astype(np.float32)[np.newaxis]
+    nan = np.full(1, np.nan)
+    return Windows(
+        x, ts[-1:].astype("datetime64[s]"), session[-1:], rows.close[-1:].copy(), nan, nan.copy(), tuple(features)
+    )

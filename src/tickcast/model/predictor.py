@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pandas as pd
 
 from tickcast.features.windows import NotEnoughBars
+from tickcast.market.columns import BarArrays
 from tickcast.model.preprocessing import Preprocessing, UnknownSymbol
 
 __all__ = ["MODEL_FILE", "PREPROCESSING_FILE", "NotEnoughBars", "Prediction", "Predictor", "UnknownSymbol"]
@@ -109,8 +110,8 @@ class Predictor:
             out[part] = y[:, 0]
         return out
 
-    def predict_latest(self, bars: pd.DataFrame, symbol: str) -> Prediction:
-        """The forecast for the minute after the last valid bar of one symbol's ``bars``.
+    def predict_latest(self, bars: pd.DataFrame | BarArrays, symbol: str) -> Prediction:
+        """The forecast for the minute after the last valid bar of one symbol's ``bars`` (a frame or arrays).
 
         Raises :class:`UnknownSymbol` or :class:`NotEnoughBars` (with the numbers needed and given).
         """

@@ -25,16 +25,25 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from tickcast.features.indicators import FEATURES, LOOKBACK, bars_needed, clean_bars, compute_features, epoch_seconds
+from tickcast.features.indicators import (
+    FEATURES,
+    LOOKBACK,
+    bar_arrays,
+    bars_needed,
+    clean_arrays,
+    compute_features,
+    feature_rows,
+)
 from tickcast.features.scaling import Standardizer, TargetScaler
-from tickcast.features.windows import NotEnoughBars, Windows, latest_window, make_windows, trailing_run
+from tickcast.features.windows import NotEnoughBars, Windows, latest_window_of_rows, make_windows, trailing_run
+from tickcast.market.columns import BarArrays
 
 __all__ = ["SCHEMA_VERSION", "TARGET", "NotEnoughBars", "Prepared", "Preprocessing", "UnknownSymbol"]
 
@@ -245,29 +254,33 @@ class Preprocessing:
         w = self.windows(bars, symbol)
         return Prepared(self.scale_x(w.x, symbol), w.ts, w.last_close)
 
-    def latest_windows(self, bars: pd.DataFrame, symbol: str) -> Windows:
+    def latest_windows(self, bars: pd.DataFrame | BarArrays, symbol: str) -> Windows:
         """The window ending at the last valid bar given (serving), or :class:`NotEnoughBars`.
 
-        Only the last :attr:`bars_needed` bars are used: the indicators have a finite look-back, so the
-        result is identical to the same window in :meth:`windows` of the whole tape.
+        ``bars``: one symbol's bars as a lake-shaped frame or as :class:`BarArrays` (the request fast path;
+        no pandas). Only the last :attr:`bars_needed` bars are used: the indicators have a finite look-back,
+        so the result is identical to the same window in :meth:`windows` of the whole tape.
         """
-        clean = clean_bars(self._bars_of(bars, symbol))
+        if isinstance(bars, BarArrays):
+            self.check_symbol(symbol)
+            given, clean = bars.size, clean_arrays(bars)
+        else:
+            given, clean = len(bars), clean_arrays(*bar_arrays(self._bars_of(bars, symbol)))
         needed = self.bars_needed
-        ts = epoch_seconds(clean["ts"]) if len(clean) else np.empty(0, dtype=np.int64)
-        run = trailing_run(ts, ts // 86_400)
+        run = trailing_run(clean.ts, clean.ts // 86_400)
         if run < needed:
-            as_of = clean["ts"].iloc[-1].isoformat() if len(clean) else "the last minute"
+            as_of = datetime.fromtimestamp(int(clean.ts[-1]), UTC).isoformat() if clean.size else "the last minute"
             raise NotEnoughBars(
                 f"{symbol}: a prediction as of {as_of} needs {needed} consecutive 1-minute bars of that session "
                 f"ending there ({self.window} for the window + {LOOKBACK - 1} of indicator warm-up); got {run} "
-                f"({len(bars)} bar(s) given in all)",
+                f"({given} bar(s) given in all)",
                 needed=needed,
                 given=run,
             )
-        feats = compute_features(clean.iloc[-needed:])
-        return latest_window(feats, self.window, self.features)
+        rows = feature_rows(clean.tail(needed))
+        return latest_window_of_rows(rows, self.window, self.features)
 
-    def prepare_latest(self, bars: pd.DataFrame, symbol: str) -> Prepared:
+    def prepare_latest(self, bars: pd.DataFrame | BarArrays, symbol: str) -> Prepared:
         """Scaled input of the one window ending at the last valid bar (serving)."""
         w = self.latest_windows(bars, symbol)
         return Prepared(self.scale_x(w.x, symbol), w.ts, w.last_close)

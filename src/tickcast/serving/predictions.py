@@ -43,6 +43,7 @@ addresses, keys and upstream bodies of 5xx answers are logged, never returned to
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -495,9 +496,10 @@ class EndpointClient:
             self._client = None
 
     async def score(
-        self, payload: dict[str, Any], *, source: Source, latest: LatestBars | None = None
+        self, payload: dict[str, Any] | bytes, *, source: Source, latest: LatestBars | None = None
     ) -> PredictResponse:
-        """Score ``payload`` (``{symbol, bars}``); raises :class:`PredictionError` as in the module table."""
+        """Score ``payload`` (``{symbol, bars}``, or that body as JSON bytes, sent as is); raises
+        :class:`PredictionError` as in the module table."""
         if self.problem:
             log.error("endpoint: %s", self.problem)
             raise unavailable("predictions are unavailable: the API is misconfigured; the operators were told")
@@ -507,10 +509,13 @@ class EndpointClient:
         except Exception as err:  # azure-identity raises several types; all mean "no token now"
             log.error("endpoint: no token for %s: %s: %s", AML_SCOPE, type(err).__name__, err)
             raise unavailable("predictions are unavailable: the API could not authenticate to the model") from None
-        headers = {"Authorization": auth} if auth else {}
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = auth
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         started = time.perf_counter()
         try:
-            response = await client.post("/score", json=payload, headers=headers)
+            response = await client.post("/score", content=body, headers=headers)
         except httpx.TimeoutException as err:
             log.warning("endpoint: no answer from %s within %.1f s: %r", self.base_url, self.timeout_s, err)
             raise unavailable("the model endpoint did not answer in time; try again shortly") from None

@@ -6,6 +6,9 @@ serving environment of ``cloud/aml/requirements.txt``) and inside the local endp
 
 * no TensorFlow, no ``tickcast.settings``: only :class:`tickcast.model.predictor.Predictor` (ONNX Runtime,
   NumPy, pandas) and :mod:`tickcast.serving.schema` (pydantic);
+* the hot path is pandas- and model-free: the body is validated column-wise into arrays
+  (:func:`~tickcast.serving.schema.parse_scoring_request`) and the features of the latest window are
+  computed on those arrays by the same kernels training uses (``Preprocessing.latest_windows``);
 * no dataclasses or pydantic models defined here: azmlinfsrv loads this file as module ``entry_module``
   without registering it in ``sys.modules``;
 * if ``tickcast`` is not importable (AML copies the code folder but need not put it on ``sys.path``), the
@@ -61,7 +64,7 @@ from tickcast.serving.schema import (
     ErrorBody,
     InvalidRequest,
     PredictResponse,
-    parse_predict_request,
+    parse_scoring_request,
 )
 
 __all__ = ["MODEL_DIR_ENV", "VERSION_ENV", "VERSION_FILE", "ScoreResponse", "ScoringError", "init", "run"]
@@ -223,12 +226,12 @@ def predict(raw_data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any
             "the model is not loaded: init() has not run or failed; check the deployment's logs",
         )
     try:
-        request = parse_predict_request(raw_data)
+        request = parse_scoring_request(raw_data)
     except InvalidRequest as err:
         raise ScoringError(STATUS[INVALID_REQUEST], INVALID_REQUEST, str(err), err.detail) from None
     needed = predictor.preprocessing.bars_needed
     try:
-        prediction = predictor.predict_latest(request.bars_frame(), request.symbol)
+        prediction = predictor.predict_latest(request.bars, request.symbol)
     except UnknownSymbol as err:
         raise ScoringError(
             STATUS[UNKNOWN_SYMBOL],
@@ -237,7 +240,7 @@ def predict(raw_data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any
             {"symbol": err.symbol, "known": err.known},
         ) from None
     except NotEnoughBars as err:
-        raise _not_enough_bars(err, len(request.bars), needed) from None
+        raise _not_enough_bars(err, request.bars.size, needed) from None
     return PredictResponse(
         symbol=prediction.symbol,
         as_of=prediction.as_of,
