@@ -1,6 +1,7 @@
 """Benchmark: the market-data path end to end (Yahoo emulator -> Kafka -> Parquet lake), throughput and freshness.
 
-    python bench/ingest.py [--symbols 8] [--days 5] [--freshness-rounds 20] [--out bench/results/ingest.json]
+    python bench/ingest.py [--symbols 20] [--days 5] [--runs 3] [--freshness-rounds 20]
+                           [--session-timeout-ms MS] [--out bench/results/ingest.json]
 
 Runs against the real services (Azurite, the Tansu broker, the Yahoo emulator as its own process), started
 in a fresh temporary home on free ports (a running developer stack is not touched; stray ``TICKCAST_*``
@@ -11,17 +12,23 @@ The emulator serves N synthetic symbols (S00, S01, ...) and its clock is frozen 
 on a recent session day (``--clock``), so the work is deterministic: which minutes exist, which are
 Yahoo-style nulls (0.2 %, dropped by the chart decoder) and which are closed.
 
-1. Backfill throughput (the cold-start path, ``tickcast backfill --days N`` then one ingest run):
-   (a) ``backfill(settings, days)``: emulator -> validated bars -> Kafka, acknowledged (``acks=all``);
+1. Backfill throughput (the cold-start path, ``tickcast backfill --days N`` then one ingest run), ``--runs``
+   times, each on fresh topics, a fresh consumer group and a fresh lake container; medians are reported:
+   (a) ``backfill(settings, days)``: emulator -> validated bars -> Kafka (batch messages), acknowledged
+       (``acks=all``);
    (b) ``consume_to_lake(settings, idle_seconds=3)``: Kafka -> lake upserts. Its time is measured from the
        call to the end of the last lake write (taken in its ``after_write`` hook, just before the last
        offset commit), i.e. the idle wait is not counted; the consumer-group join is counted, as every
-       ingest run pays it;
-   (c) end to end: bars / (a + b).
+       ingest run pays it. Broken down from the consumer's own report: the join (call -> partitions
+       assigned), then fetch, decode, lake writes and commits;
+   (c) end to end: bars / (a + b); also without the join: bars / (a + b - join), and the consumer's
+       steady state: bars / (first records fetched -> last lake write).
    Then the lake is checked: every symbol must hold exactly the closed, non-null minutes the emulator
    serves in the backfill window (compared as sets of minutes, no duplicate rows, nothing extra), the
    backfill must have published exactly that many and the consumer must have written them all with no
    dead letters. Any difference stops the benchmark with an error: a fast path that loses bars is no result.
+   ``--session-timeout-ms`` overrides the consumer's session timeout, which sets Tansu's join time
+   (about half of it, rounded up to whole seconds; the default 6000 ms is Kafka's and Redpanda's minimum).
 
 2. Live freshness: the time from a minute closing on the emulator clock to that bar being readable in the
    lake. The poller (``Poller.poll_once`` in a thread every ``--poll-interval`` s, resuming from the lake
@@ -30,7 +37,8 @@ Yahoo-style nulls (0.2 %, dropped by the chart decoder) and which are closed.
    closes at that instant. The round's latency is the time until ``Lake.last_ts(symbol)`` shows the new
    minute for every symbol (checked every ``--check-interval`` s; a symbol whose new minute is a null is
    not waited for). One unmeasured warm-up round first absorbs the consumer-group join and the poller's
-   resume. Also reported per round, from hooks in the same process: when the broker had acknowledged the
+   resume. It runs on the last backfill run's topic and lake. Also reported per round, from hooks in the same
+   process: when the broker had acknowledged the
    last symbol's bar (``published``) and when the consumer had written it to the lake (``written``).
    In the deployed pipeline the producer polls once a minute (``TICKCAST_INGEST__POLL_INTERVAL_S``, at
    ``TICKCAST_INGEST__POLL_OFFSET_S`` after the minute boundary) and the ingest DAG consumes in slices,
@@ -61,12 +69,13 @@ import httpx
 
 from bench.common import free_ports, machine, percentile
 from tickcast.ingest.consumer import IngestReport, consume_to_lake
-from tickcast.ingest.messages import decode_value
-from tickcast.ingest.producer import BarPublisher, Poller, PublishError, backfill
+from tickcast.ingest.messages import decode_message
+from tickcast.ingest.producer import BarPublisher, PendingSend, Poller, PublishError, backfill
 from tickcast.lake.store import Lake
 from tickcast.market.bar import Bar
 from tickcast.market.yahoo import YahooClient
 from tickcast.settings import Settings, load_settings
+from tickcast.stack.hooks import create_topics
 from tickcast.stack.supervisor import Supervisor
 
 log = logging.getLogger("bench.ingest")
@@ -206,8 +215,9 @@ class WriteClock:
         self.last = now
         if self.per_bar:
             for rec in records:
-                for bar in decode_value(rec.value):
-                    self.written.setdefault((bar.symbol, bar.epoch), now)
+                for cols in decode_message(rec.value).columns:
+                    for epoch in cols.ts.tolist():
+                        self.written.setdefault((cols.symbol, epoch), now)
 
 
 class TimedPublisher(BarPublisher):
@@ -216,12 +226,18 @@ class TimedPublisher(BarPublisher):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.acked: dict[tuple[str, int], float] = {}
+        self._sent: dict[int, list[Bar]] = {}
 
-    def publish(self, bars: Iterable[Bar]) -> int:
+    def send(self, bars: Iterable[Bar]) -> PendingSend:
         batch = list(bars)
-        sent = super().publish(batch)
+        pending = super().send(batch)
+        self._sent[id(pending)] = batch
+        return pending
+
+    def confirm(self, pending: PendingSend) -> int:
+        sent = super().confirm(pending)
         now = time.monotonic()
-        for bar in batch:
+        for bar in self._sent.pop(id(pending), []):
             self.acked.setdefault((bar.symbol, bar.epoch), now)
         return sent
 
@@ -233,7 +249,33 @@ def minute_epochs(df: Any) -> list[int]:
 # --- 1. backfill throughput ----------------------------------------------------------------------------
 
 
-def bench_backfill(settings: Settings, emu: Emulator, lake: Lake, clock: datetime, days: int) -> dict[str, Any]:
+def run_settings(settings: Settings, run: int) -> Settings:
+    """Settings of one backfill run: its own topics, consumer group and lake container."""
+    tag = f"run{run}"
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "bars_topic": f"{settings.kafka.bars_topic}.{tag}",
+                    "dlq_topic": f"{settings.kafka.dlq_topic}.{tag}",
+                    "consumer_group": f"{settings.kafka.consumer_group}-{tag}",
+                }
+            ),
+            "storage": settings.storage.model_copy(
+                update={"lake_container": f"{settings.storage.lake_container}-{tag}"}
+            ),
+        }
+    )
+
+
+def bench_backfill(
+    settings: Settings,
+    emu: Emulator,
+    lake: Lake,
+    clock: datetime,
+    days: int,
+    consumer_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     t0 = time.monotonic()
     report = backfill(settings, days)
     backfill_s = time.monotonic() - t0
@@ -243,11 +285,22 @@ def bench_backfill(settings: Settings, emu: Emulator, lake: Lake, clock: datetim
     hook = WriteClock(per_bar=False)
     idle_s = 3.0
     t0 = time.monotonic()
-    ingest = consume_to_lake(settings, max_seconds=max(120.0, report.bars / 500), idle_seconds=idle_s, after_write=hook)
-    if hook.last is None or hook.first is None:
+    ingest = consume_to_lake(
+        settings,
+        max_seconds=max(120.0, report.bars / 500),
+        idle_seconds=idle_s,
+        after_write=hook,
+        consumer_options=consumer_options,
+    )
+    if hook.last is None or hook.first is None or ingest.first_records_at is None or ingest.joined_at is None:
         raise BenchError(f"the consumer wrote nothing to the lake: {ingest.as_dict()}")
     consume_s = hook.last - t0
     first_write_s = hook.first - t0
+    # the consumer's clock starts a little after ours (it builds its Kafka client first)
+    offset = consume_s - (ingest.last_write_at or 0.0)
+    join_s = ingest.joined_at + offset
+    first_records_s = ingest.first_records_at + offset
+    active_s = consume_s - first_records_s
 
     # the same window backfill asks for: the last `days` before the source's clock, closed minutes only
     end = int(clock.timestamp()) + MINUTE_S
@@ -258,20 +311,41 @@ def bench_backfill(settings: Settings, emu: Emulator, lake: Lake, clock: datetim
     return {
         "bars": total,
         "bars_per_symbol": round(total / len(settings.symbols)),
+        "messages": ingest.messages,
         "window": [datetime.fromtimestamp(start, UTC).isoformat(), datetime.fromtimestamp(end, UTC).isoformat()],
         "backfill_s": round(backfill_s, 3),
         "consume_s": round(consume_s, 3),
+        "consume_join_s": round(join_s, 3),
+        "consume_first_records_s": round(first_records_s, 3),
         "consume_first_write_s": round(first_write_s, 3),
+        "consume_active_s": round(active_s, 3),
+        "consume_decode_s": round(ingest.decode_seconds, 3),
+        "consume_lake_write_s": round(ingest.write_seconds, 3),
+        "consume_commit_s": round(ingest.commit_seconds, 3),
         "consume_wall_s": round(ingest.seconds, 3),
         "consume_idle_s": idle_s,
         "consume_batches": ingest.batches,
         "lake_upserts": ingest.files_written,
         "backfill_bars_per_s": round(total / backfill_s),
         "consume_bars_per_s": round(total / consume_s),
+        "consume_steady_bars_per_s": round(total / active_s),
         "end_to_end_s": round(backfill_s + consume_s, 3),
         "end_to_end_bars_per_s": round(total / (backfill_s + consume_s)),
+        "end_to_end_without_join_bars_per_s": round(total / (backfill_s + consume_s - join_s)),
         "verified": True,
     }
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per key: the median over runs of numbers (ints stay ints), the first run's value otherwise."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        if isinstance(first, int | float) and not isinstance(first, bool):
+            m = statistics.median(r[key] for r in runs)
+            out[key] = round(m) if isinstance(first, int) else round(m, 3)
+        else:
+            out[key] = first
+    return out
 
 
 def verify_backfill(
@@ -467,8 +541,10 @@ def bench_freshness(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--symbols", type=int, default=8, help="number of synthetic symbols S00, S01, ...")
+    ap.add_argument("--symbols", type=int, default=20, help="number of synthetic symbols S00, S01, ...")
     ap.add_argument("--days", type=int, default=5, help="days to backfill (calendar days, as `tickcast backfill`)")
+    ap.add_argument("--runs", type=int, default=3, help="backfill runs (fresh topics and lake each); medians")
+    ap.add_argument("--session-timeout-ms", type=int, help="consumer session timeout (Tansu's join takes ~half)")
     ap.add_argument("--freshness-rounds", type=int, default=20, help="measured minutes (max 58)")
     ap.add_argument("--poll-interval", type=float, default=0.2, help="seconds between poller passes")
     ap.add_argument("--check-interval", type=float, default=0.1, help="seconds between lake checks")
@@ -478,6 +554,14 @@ def main() -> None:
     args = ap.parse_args()
     if not 1 <= args.symbols <= 100 or not 1 <= args.days <= 29 or not 1 <= args.freshness_rounds <= 58:
         ap.error("--symbols 1..100, --days 1..29, --freshness-rounds 1..58")
+    if not 1 <= args.runs <= 20:
+        ap.error("--runs 1..20")
+    consumer_options: dict[str, Any] = {}
+    if args.session_timeout_ms:
+        consumer_options = {
+            "session_timeout_ms": args.session_timeout_ms,
+            "heartbeat_interval_ms": max(100, args.session_timeout_ms // 4),
+        }
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     now = datetime.now(UTC)
@@ -511,12 +595,17 @@ def main() -> None:
             stack_up_s = time.monotonic() - t0
             emu = Emulator(settings)
             emu.freeze_at(clock)
-            lake = Lake.from_settings(settings)
-            backfill_result = bench_backfill(settings, emu, lake, clock, args.days)
+            runs: list[dict[str, Any]] = []
+            for k in range(args.runs):
+                run = run_settings(settings, k)
+                create_topics(run)
+                runs.append(bench_backfill(run, emu, Lake.from_settings(run), clock, args.days, consumer_options))
+                print_run(k, runs[-1])
+            backfill_result = {**medians(runs), "runs": runs}
             freshness = bench_freshness(
-                settings,
+                run,
                 emu,
-                lake,
+                Lake.from_settings(run),
                 clock,
                 args.freshness_rounds,
                 args.poll_interval,
@@ -540,6 +629,8 @@ def main() -> None:
             "check_interval_s": args.check_interval,
             "emulator_clock": clock.isoformat(),
             "kafka_partitions": settings.kafka.partitions,
+            "runs": args.runs,
+            "consumer_options": consumer_options,
         },
         "stack_up_s": round(stack_up_s, 1),
         "backfill": backfill_result,
@@ -551,23 +642,42 @@ def main() -> None:
     print_table(result, args.out)
 
 
+def print_run(k: int, b: dict[str, Any]) -> None:
+    print(
+        f"run {k}: {b['bars']} bars, produce {b['backfill_s']:.2f} s, consume {b['consume_s']:.2f} s "
+        f"(join {b['consume_join_s']:.2f} s, lake writes {b['consume_lake_write_s']:.2f} s), "
+        f"end to end {b['end_to_end_bars_per_s']:,} bars/s",
+        flush=True,
+    )
+
+
 def print_table(result: dict[str, Any], out: Path) -> None:
     m, p, b, f = result["machine"], result["parameters"], result["backfill"], result["freshness"]
     ok = "ok" if b["end_to_end_bars_per_s"] >= TARGET_BARS_PER_S else "MISSED"
     fok = "ok" if f["latency_s"]["p95"] <= TARGET_FRESHNESS_P95_S else "MISSED"
     print(f"machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, {m['platform']}, Python {m['python']}")
     print(f"stack (azurite, kafka, yahoo) up in {result['stack_up_s']:.1f} s; emulator clock {p['emulator_clock']}")
-    print(f"backfill: {p['symbols']} symbols x {p['days']} days = {b['bars']} bars (lake verified: every minute once)")
+    print(
+        f"backfill: {p['symbols']} symbols x {p['days']} days = {b['bars']} bars in {b['messages']} messages "
+        f"(lake verified: every minute once); medians of {p['runs']} runs"
+    )
     print(f"  (a) backfill  emulator -> Kafka   {b['backfill_s']:8.2f} s  {b['backfill_bars_per_s']:>9,} bars/s")
     print(
         f"  (b) consume   Kafka -> lake       {b['consume_s']:8.2f} s  {b['consume_bars_per_s']:>9,} bars/s"
-        f"   (first write at {b['consume_first_write_s']:.2f} s; {b['consume_batches']} batches,"
-        f" {b['lake_upserts']} upserts; idle wait excluded)"
+        f"   (idle wait excluded; {b['consume_batches']} batches, {b['lake_upserts']} upserts)"
+    )
+    print(f"      group join                    {b['consume_join_s']:8.2f} s")
+    print(
+        f"      first records -> last write   {b['consume_active_s']:8.2f} s"
+        f"  {b['consume_steady_bars_per_s']:>9,} bars/s"
+        f"   (decode {b['consume_decode_s']:.2f} s, lake writes {b['consume_lake_write_s']:.2f} s,"
+        f" commits {b['consume_commit_s']:.2f} s)"
     )
     print(
         f"  (c) end to end (a + b)            {b['end_to_end_s']:8.2f} s  {b['end_to_end_bars_per_s']:>9,} bars/s"
         f"   (target >= {TARGET_BARS_PER_S:,}: {ok})"
     )
+    print(f"      end to end without the join              {b['end_to_end_without_join_bars_per_s']:>9,} bars/s")
     print(
         f"freshness: {f['rounds']} minutes, poll every {p['poll_interval_s']} s, lake checked every "
         f"{p['check_interval_s']} s (one sweep {f['lake_check_sweep_s']} s)"

@@ -14,6 +14,7 @@ import pytest
 
 from tickcast.ingest import kafka
 from tickcast.ingest.consumer import consume_to_lake
+from tickcast.ingest.messages import encode_batches
 from tickcast.lake.store import Lake, day_path
 from tickcast.market.bar import Bar
 from tickcast.settings import Settings
@@ -63,6 +64,23 @@ def send_raw(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> 
 
 def send(settings: Settings, bars: list[Bar]) -> None:
     send_raw(settings, [(b.symbol.encode(), b.to_json()) for b in bars])
+
+
+def send_batches(settings: Settings, bars: list[Bar], max_bars: int) -> int:
+    messages: list[tuple[bytes | None, bytes]] = [(k, v) for k, v, _ in encode_batches(bars, max_bars)]
+    send_raw(settings, messages)
+    return len(messages)
+
+
+def dlq_letters(settings: Settings, n: int) -> list[dict[str, object]]:
+    dlq = kafka.consumer(settings, settings.kafka.dlq_topic, group=f"{settings.kafka.consumer_group}-dlq")
+    letters: list[dict[str, object]] = []
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    while len(letters) < n and datetime.now(UTC) < deadline:
+        for part in dlq.poll(timeout_ms=500).values():
+            letters.extend(json.loads(r.value) for r in part)
+    dlq.close()
+    return letters
 
 
 def test_duplicates_revisions_and_a_crash_before_commit_leave_each_minute_once(isolated: Settings) -> None:
@@ -144,19 +162,93 @@ def test_bad_messages_go_to_the_dlq_with_reason_and_payload_and_good_ones_still_
     df = Lake.from_settings(isolated).read(sym, DAY1, DAY1 + timedelta(hours=1))
     assert [t.minute for t in df["ts"]] == [40, 41, 50], "Airbyte bars (nulls dropped) and the good bar"
 
-    dlq = kafka.consumer(isolated, isolated.kafka.dlq_topic, group=f"{isolated.kafka.consumer_group}-dlq")
-    letters: list[dict[str, object]] = []
-    deadline = datetime.now(UTC) + timedelta(seconds=30)
-    while len(letters) < 2 and datetime.now(UTC) < deadline:
-        for part in dlq.poll(timeout_ms=500).values():
-            letters.extend(json.loads(r.value) for r in part)
-    dlq.close()
+    letters = dlq_letters(isolated, 2)
     by_encoding = {str(d["payload_encoding"]): d for d in letters}
     assert set(by_encoding) == {"base64", "utf-8"}
     assert "not JSON" in str(by_encoding["base64"]["error"])
     assert "high 9.0 is below max(open 10.0, close 10.0)" in str(by_encoding["utf-8"]["error"])
     assert by_encoding["utf-8"]["payload"] == invalid.decode()
     assert {d["topic"] for d in letters} == {isolated.kafka.bars_topic}
+
+
+def test_batches_with_duplicates_and_revisions_across_them_land_exactly_once(isolated: Settings) -> None:
+    """Batch messages (interleaved symbols, a day boundary inside a batch) and a crash before the commit."""
+    a, b = symbol(), symbol()
+    minutes = [DAY1 + timedelta(minutes=i) for i in range(120)] + [DAY2 + timedelta(minutes=i) for i in range(80)]
+    original = [bar(s, ts, 100.0 + i * 0.01) for i, ts in enumerate(minutes) for s in (a, b)]
+    repeated = original[100:300]  # exact repeats, in later batches
+    revised = [bar(a, minutes[5], 555.5, source="revision"), bar(b, minutes[150], 666.6, source="revision")]
+    messages = send_batches(isolated, original + repeated + revised, max_bars=50)
+    assert messages == 2 * (200 // 50) + 2 * (100 // 50) + 2, "a batch holds one symbol and one source"
+
+    def crash(records: list[object]) -> None:
+        raise RuntimeError("simulated crash after the lake write, before the offset commit")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        consume_to_lake(isolated, max_seconds=60, idle_seconds=10, after_write=crash)
+
+    report = consume_to_lake(isolated, max_seconds=60, idle_seconds=3)
+    assert report.messages == messages and report.bars == len(original) + len(repeated) + len(revised)
+    assert report.dead_letters == 0 and report.joined_at is not None and report.last_write_at is not None
+
+    lake = Lake.from_settings(isolated)
+    for sym in (a, b):
+        df = lake.read(sym, DAY1, DAY2 + timedelta(days=1))
+        assert len(df) == len(minutes), f"{sym}: every minute exactly once"
+        assert df["ts"].is_unique and df["ts"].is_monotonic_increasing
+        assert lake.days(sym) == [DAY1.date(), DAY2.date()]
+    df_a = lake.read(a, DAY1, DAY1 + timedelta(hours=3))
+    assert df_a.loc[df_a["ts"] == minutes[5], "close"].item() == 555.5, "the later revision wins"
+    assert df_a.loc[df_a["ts"] == minutes[5], "source"].item() == "revision"
+    df_b = lake.read(b, DAY2, DAY2 + timedelta(hours=3))
+    assert df_b.loc[df_b["ts"] == minutes[150], "close"].item() == 666.6
+    assert df_b.loc[df_b["ts"] == minutes[151], "close"].item() == 100.0 + 151 * 0.01
+
+    again = consume_to_lake(isolated, max_seconds=8, idle_seconds=3)
+    assert again.messages == 0, "offsets were committed after the successful write"
+
+
+def test_an_invalid_bar_in_a_batch_is_dead_lettered_alone_and_the_others_land(isolated: Settings) -> None:
+    sym = symbol()
+    good = [bar(sym, DAY1 + timedelta(minutes=i), 20.0 + i) for i in range(10)]
+    ((key, value, _),) = encode_batches(good)
+    doc = json.loads(value)
+    doc["high"][4] = 1.0  # below open and close
+    payload = json.dumps(doc).encode()
+    send_raw(isolated, [(key, payload)])
+
+    report = consume_to_lake(isolated, max_seconds=60, idle_seconds=3)
+    assert report.bars == 9 and report.dead_letters == 1
+
+    df = Lake.from_settings(isolated).read(sym, DAY1, DAY1 + timedelta(hours=1))
+    assert [t.minute for t in df["ts"]] == [30, 31, 32, 33, 35, 36, 37, 38, 39]
+
+    (letter,) = dlq_letters(isolated, 1)
+    assert letter["error"] == "invalid bar: high 1.0 is below max(open 24.0, close 24.0)"
+    assert letter["index"] == 4 and letter["key"] == sym and letter["topic"] == isolated.kafka.bars_topic
+    one = json.loads(str(letter["payload"]))
+    assert one["ts"] == [doc["ts"][4]] and one["high"] == [1.0] and one["symbol"] == sym, "the bar as sent"
+
+
+def test_an_undecodable_batch_goes_to_the_dlq_whole_and_the_next_message_lands(isolated: Settings) -> None:
+    sym = symbol()
+    first = [bar(sym, DAY1 + timedelta(minutes=i), 30.0 + i) for i in range(5)]
+    ((key, value, _),) = encode_batches(first)
+    broken = json.loads(value)
+    broken["close"].pop()  # arrays of different lengths: no bar can be trusted
+    broken_value = json.dumps(broken).encode()
+    later = [bar(sym, DAY1 + timedelta(minutes=10 + i), 40.0 + i) for i in range(3)]
+    ((_, good_value, _),) = encode_batches(later)
+    send_raw(isolated, [(key, broken_value), (key, good_value)])
+
+    report = consume_to_lake(isolated, max_seconds=60, idle_seconds=3)
+    assert report.messages == 2 and report.dead_letters == 1 and report.bars == 3
+
+    df = Lake.from_settings(isolated).read(sym, DAY1, DAY1 + timedelta(hours=1))
+    assert list(df["close"]) == [40.0, 41.0, 42.0]
+    (letter,) = dlq_letters(isolated, 1)
+    assert "'close' has 4 values for 5 timestamps" in str(letter["error"])
+    assert letter["payload"] == broken_value.decode() and "index" not in letter, "the whole message, as sent"
 
 
 def test_lake_down_commits_nothing_and_loses_nothing(isolated: Settings) -> None:

@@ -256,6 +256,38 @@ def test_broker_restart_loses_nothing_for_good_producer_refetches_from_the_lake_
         b.kill()
 
 
+def test_a_running_poller_notices_the_broker_lost_its_log_and_publishes_again_from_the_lake_mark(
+    stack: Settings, emulator: Emulator, tmp_path: Path
+) -> None:
+    """The producer service's case: the same poller lives through a restart of the memory-only broker."""
+    port = free_port()
+    b = start_broker(port, tmp_path / "tansu.log")
+    sym = emulator.symbols[0]
+    s = configured(stack, emulator, bootstrap=f"127.0.0.1:{port}", symbols=[sym])
+    lake = Lake.from_settings(s)
+    with YahooClient(s) as client:
+        got = client.bars(sym, range_="1d")
+    lake.upsert_bars([bar for bar in got.bars if bar.ts < emulator.day_open + timedelta(minutes=30)])
+    try:
+        with YahooClient(s) as client:
+            poller = Poller(s, client, BarPublisher(s), lake_last_ts=lake.last_ts)
+            assert poller.poll_once() == {sym: CLOSED - 30}
+            b.kill()  # before the consumer read anything: the broker's memory held minutes 30..CLOSED-1
+            b = start_broker(port, tmp_path / "tansu.log")
+            create_topics(s)
+            emulator.clock.advance(60)  # one more minute closes
+            with pytest.raises(PublishError, match="UnknownProducerId"):
+                poller.poll_once()  # the new broker does not know the producer: nothing counts as sent
+            sent = poller.poll_once()  # a new producer, from the lake's last minute
+            poller.publisher.close()
+        assert sent == {sym: CLOSED + 1 - 30}, "everything after the lake's mark is published again"
+        consume_to_lake(s, max_seconds=60, idle_seconds=3)
+        df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=6))
+        assert len(df) == CLOSED + 1 and df["ts"].is_unique, "every closed minute is in the lake once"
+    finally:
+        b.kill()
+
+
 def test_backfill_publishes_every_closed_minute_of_the_requested_days(stack: Settings, emulator: Emulator) -> None:
     a, b = emulator.symbols
     s = configured(stack, emulator)

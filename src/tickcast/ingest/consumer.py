@@ -1,9 +1,11 @@
 """Kafka -> lake: the ingest consumer (run by the ingest DAG for a bounded slice of time).
 
 For each polled batch:
-1. decode every message (bar JSON or Airbyte envelope) and validate its bars;
-   anything undecodable or invalid goes to the dead-letter topic with the reason and the original payload;
-2. group the good bars by (symbol, UTC day) and upsert each group into the lake (ETag-guarded);
+1. decode every message (bar batch, bar JSON or Airbyte envelope) and validate its bars; an undecodable
+   message goes to the dead-letter topic whole, an invalid bar of a batch alone, each with the reason and
+   the original payload (see ``tickcast.ingest.messages``);
+2. group the good bars of the WHOLE polled batch by (symbol, UTC day) and upsert each group into the lake
+   (ETag-guarded, one write per day file, concurrently);
 3. wait until the dead letters are acknowledged by the broker;
 4. only then commit the batch's offsets.
 
@@ -21,9 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickcast.ingest import kafka
-from tickcast.ingest.messages import UndecodableMessage, dead_letter, decode_value
-from tickcast.lake.store import Lake, bars_frame
-from tickcast.market.bar import Bar
+from tickcast.ingest.messages import BarColumns, UndecodableMessage, dead_letter, decode_message
+from tickcast.lake.store import Lake
 from tickcast.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IngestReport:
+    """What one run did, and where its time went (seconds; ``*_at`` are measured from the run's start)."""
+
     messages: int = 0
     bars: int = 0
     dead_letters: int = 0
@@ -38,8 +41,17 @@ class IngestReport:
     batches: int = 0
     seconds: float = 0.0
     symbols: set[str] = field(default_factory=set)
+    joined_at: float | None = None  # partitions assigned: the consumer-group join is done
+    first_records_at: float | None = None
+    last_write_at: float | None = None  # the last batch's lake writes (and dead letters) done
+    decode_seconds: float = 0.0
+    write_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(x, 3)
+
         return {
             "messages": self.messages,
             "bars": self.bars,
@@ -48,6 +60,12 @@ class IngestReport:
             "batches": self.batches,
             "seconds": round(self.seconds, 2),
             "symbols": sorted(self.symbols),
+            "joined_at": r(self.joined_at),
+            "first_records_at": r(self.first_records_at),
+            "last_write_at": r(self.last_write_at),
+            "decode_seconds": r(self.decode_seconds),
+            "write_seconds": r(self.write_seconds),
+            "commit_seconds": r(self.commit_seconds),
         }
 
 
@@ -59,16 +77,18 @@ def consume_to_lake(
     max_messages: int | None = None,
     lake: Lake | None = None,
     after_write: Callable[[list[Any]], None] | None = None,
+    consumer_options: dict[str, Any] | None = None,
 ) -> IngestReport:
     """Consume the bars topic into the lake for at most ``max_seconds``.
 
     Stops early after ``idle_seconds`` without messages (if given) or after ``max_messages``.
     ``after_write`` is called after the lake write and before the commit (tests use it to crash there).
+    ``consumer_options`` override the Kafka consumer's settings (``tickcast.ingest.kafka.CONSUMER_DEFAULTS``).
     """
     s = settings or get_settings()
     lake = lake or Lake.from_settings(s)
     topic = s.kafka.bars_topic
-    consumer = kafka.consumer(s, topic)
+    consumer = kafka.assigned_consumer(s, topic, **(consumer_options or {}))
     dlq: Any = None  # created on the first dead letter
     report = IngestReport()
     start = time.monotonic()
@@ -85,48 +105,64 @@ def consume_to_lake(
             if max_messages is not None and report.messages >= max_messages:
                 break
             batch = consumer.poll(timeout_ms=250)
+            if report.joined_at is None and consumer.assignment():
+                report.joined_at = time.monotonic() - start
             records = [r for part in batch.values() for r in part]
             if not records:
                 continue
             last_message = time.monotonic()
+            if report.first_records_at is None:
+                report.first_records_at = last_message - start
             report.batches += 1
             report.messages += len(records)
-            good: list[Bar] = []
+            blocks: list[BarColumns] = []
             pending_dlq = []
             for rec in records:
+                letters: list[tuple[str, bytes | None, int | None]] = []
                 try:
-                    good.extend(decode_value(rec.value))
+                    decoded = decode_message(rec.value)
                 except UndecodableMessage as err:
-                    log.warning("dead letter %s[%d]@%d: %s", rec.topic, rec.partition, rec.offset, err)
-                    dlq = dlq or kafka.producer(s)
-                    pending_dlq.append(
-                        dlq.send(
-                            s.kafka.dlq_topic,
-                            key=rec.key,
-                            value=dead_letter(
-                                str(err),
-                                topic=rec.topic,
-                                partition=rec.partition,
-                                offset=rec.offset,
-                                key=rec.key,
-                                value=rec.value,
-                            ),
-                        )
+                    letters.append((str(err), rec.value, None))
+                else:
+                    blocks.extend(decoded.columns)
+                    letters.extend((f"invalid bar: {r.reason}", r.payload, r.index) for r in decoded.rejected)
+                for error, value, index in letters:
+                    where = f"{rec.topic}[{rec.partition}]@{rec.offset}" + (
+                        f" bar {index}" if index is not None else ""
                     )
-            if good:
-                results = lake.upsert_frame(bars_frame(good))
+                    log.warning("dead letter %s: %s", where, error)
+                    dlq = dlq or kafka.producer(s)
+                    letter = dead_letter(
+                        error,
+                        topic=rec.topic,
+                        partition=rec.partition,
+                        offset=rec.offset,
+                        key=rec.key,
+                        value=value,
+                        index=index,
+                    )
+                    pending_dlq.append(dlq.send(s.kafka.dlq_topic, key=rec.key, value=letter))
+            t_write = time.monotonic()
+            report.decode_seconds += t_write - last_message
+            if blocks:
+                results = lake.upsert_columns(blocks)
                 report.files_written += len(results)
-                report.bars += len(good)
-                report.symbols.update(b.symbol for b in good)
+                report.bars += sum(len(b) for b in blocks)
+                report.symbols.update(b.symbol for b in blocks)
             if pending_dlq:
                 assert dlq is not None
                 dlq.flush()
                 for fut in pending_dlq:
                     fut.get(timeout=30)  # raises if the DLQ write failed: then we must not commit
                 report.dead_letters += len(pending_dlq)
+            t_commit = time.monotonic()
+            report.write_seconds += t_commit - t_write
+            report.last_write_at = t_commit - start
             if after_write is not None:
                 after_write(records)
+            t_commit = time.monotonic()
             consumer.commit()
+            report.commit_seconds += time.monotonic() - t_commit
     finally:
         report.seconds = time.monotonic() - start
         consumer.close(autocommit=False)

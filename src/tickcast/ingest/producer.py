@@ -1,9 +1,12 @@
 """Source -> Kafka: the poller (a stack service) and the backfill (``tickcast backfill --days N``).
 
 Only CLOSED minutes are published (the chart decoder drops the forming minute and null bars), keyed by
-symbol so one symbol keeps its order, through an idempotent ``acks=all`` producer. A send counts only
-once the broker acknowledged it: on failure :class:`PublishError` is raised and the watermark does not
-move, so the next poll sends the same minutes again.
+symbol so one symbol keeps its order, through an idempotent ``acks=all`` producer. Bars travel as batch
+messages (up to ``BATCH_MAX_BARS`` bars of one symbol each, ``tickcast.ingest.messages``) on every path:
+backfill, catch-up after a restart, and the live minute (a batch of one). A send counts only once the
+broker acknowledged it: on failure :class:`PublishError` is raised and the watermark does not move, so
+the next poll sends the same minutes again. Sends are confirmed together (one flush per backfill or per
+poll pass), so the HTTP requests to the source overlap the producer's network I/O.
 
 Where does a poll start? At the symbol's watermark (last minute published). On start-up the watermark
 is the lake's last minute for the symbol — so after a restart of the memory-only broker, everything
@@ -23,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tickcast.ingest import kafka
-from tickcast.ingest.messages import encode_bar
+from tickcast.ingest.messages import BATCH_MAX_BARS, encode_batches
 from tickcast.market.bar import Bar
 from tickcast.market.yahoo import YahooClient, YahooError, YahooUnavailable
 from tickcast.settings import Settings, get_settings
@@ -36,30 +39,95 @@ class PublishError(Exception):
     """The broker did not acknowledge every bar; nothing after the first failure counts as sent."""
 
 
-class BarPublisher:
-    """Publishes bars to the bars topic and confirms every send before returning."""
+@dataclass
+class PendingSend:
+    """Messages handed to the producer and not yet confirmed: ``bars`` counts only once confirmed."""
 
-    def __init__(self, settings: Settings, producer: Any | None = None) -> None:
+    futures: list[Any] = field(default_factory=list)
+    bars: int = 0
+
+
+class BarPublisher:
+    """Publishes bars to the bars topic as batch messages; nothing counts as sent before the broker's ack."""
+
+    def __init__(self, settings: Settings, producer: Any | None = None, max_bars: int = BATCH_MAX_BARS) -> None:
         self.settings = settings
         self.topic = settings.kafka.bars_topic
+        self.max_bars = max_bars
+        self._own_producer = producer is None
         self._producer = producer or kafka.producer(settings)
+        self._offsets: dict[int, int] = {}  # partition -> highest offset the broker acknowledged
+        self.broker_lost_messages = False  # set when a partition's offsets went back (see confirm)
 
-    def publish(self, bars: Iterable[Bar]) -> int:
-        futures = []
-        for bar in bars:
-            key, value = encode_bar(bar)
-            futures.append(self._producer.send(self.topic, key=key, value=value))
-        if not futures:
+    def send(self, bars: Iterable[Bar]) -> PendingSend:
+        """Hand ``bars`` to the producer (batched per symbol); :meth:`confirm` says whether they arrived."""
+        pending = PendingSend()
+        try:
+            for key, value, count in encode_batches(bars, self.max_bars):
+                pending.futures.append(self._producer.send(self.topic, key=key, value=value))
+                pending.bars += count
+        except Exception as err:
+            raise PublishError(f"cannot hand bars to the producer for {self.settings.kafka_bootstrap}: {err}") from err
+        return pending
+
+    def confirm(self, pending: PendingSend) -> int:
+        """Wait until the broker acknowledged every message of ``pending``; the number of bars, or PublishError."""
+        if not pending.futures:
             return 0
-        self._producer.flush(timeout=60)
-        for fut in futures:
+        try:
+            self._producer.flush(timeout=60)  # a no-op when an earlier confirm already flushed
+        except Exception as err:
+            raise PublishError(f"broker at {self.settings.kafka_bootstrap} did not take the bars: {err}") from err
+        for fut in pending.futures:
             try:
-                fut.get(timeout=30)
+                meta = fut.get(timeout=30)
             except Exception as err:
                 raise PublishError(
                     f"broker at {self.settings.kafka_bootstrap} did not acknowledge a bar: {err}"
                 ) from err
-        return len(futures)
+            self._note_offset(getattr(meta, "partition", None), getattr(meta, "offset", None))
+        return pending.bars
+
+    def _note_offset(self, partition: int | None, offset: int | None) -> None:
+        """Offsets only grow on a broker that keeps its log; a smaller one means it restarted empty.
+
+        That is how a restart of the memory-only local broker shows itself: what was sent before it and
+        not yet ingested is gone, so the poller goes back to the lake's last minute (see Poller.poll_once).
+        """
+        if not isinstance(partition, int) or not isinstance(offset, int) or offset < 0:
+            return
+        if offset < self._offsets.get(partition, -1):
+            log.warning(
+                "partition %d of %s: offset %d after %d, the broker lost its log (restarted?)",
+                partition,
+                self.topic,
+                offset,
+                self._offsets[partition],
+            )
+            self.broker_lost_messages = True
+            self._offsets.clear()
+        self._offsets[partition] = max(offset, self._offsets.get(partition, -1))
+
+    def publish(self, bars: Iterable[Bar]) -> int:
+        """Send and confirm: the number of bars the broker acknowledged (PublishError otherwise)."""
+        return self.confirm(self.send(bars))
+
+    def renew(self) -> None:
+        """After a failed send: a new producer (new producer ID), so a broker that restarted empty and no
+        longer knows the old ID (``UnknownProducerIdError``) takes the next sends."""
+        if not self._own_producer:
+            return
+        try:
+            fresh = kafka.producer(self.settings)
+        except Exception as err:  # broker still down: keep the old one, the next failure tries again
+            log.warning("cannot create a new producer yet (%s); keeping the old one", err)
+            return
+        try:
+            self._producer.close(timeout=1)
+        except Exception as err:  # the old producer is being dropped: its close may fail on a dead broker
+            log.debug("closing the failed producer: %s", err)
+        self._producer = fresh
+        self._offsets.clear()
 
     def close(self) -> None:
         self._producer.close(timeout=10)
@@ -122,7 +190,8 @@ class Poller:
             self.state.source_time = probe.market_time or datetime.now(UTC)
         return self.state.source_time
 
-    def poll_symbol(self, symbol: str) -> int:
+    def fresh_bars(self, symbol: str) -> list[Bar]:
+        """The closed minutes of ``symbol`` after its watermark (the whole current session without one)."""
         mark = self.state.watermarks.get(symbol)
         if mark is None:
             got = self.client.bars(symbol, range_="1d")
@@ -137,29 +206,66 @@ class Poller:
             self.state.source_time = got.market_time
         for ts, reason in got.rejected:
             log.warning("%s: source bar at %s rejected: %s", symbol, ts, reason)
-        fresh = [b for b in got.bars if mark is None or b.ts > mark]
+        return [b for b in got.bars if mark is None or b.ts > mark]
+
+    def poll_symbol(self, symbol: str) -> int:
+        """Fetch and publish one symbol's new minutes; the watermark moves once the broker has them."""
+        fresh = self.fresh_bars(symbol)
         sent = self.publisher.publish(fresh)
         if fresh:
             self.state.watermarks[symbol] = max(b.ts for b in fresh)
         return sent
 
     def poll_once(self) -> dict[str, int]:
-        """One pass over every symbol; a failing symbol is logged and does not stop the others."""
+        """One pass over every symbol; a failing symbol is logged and does not stop the others.
+
+        Every symbol's new minutes are handed to the producer first and confirmed together afterwards
+        (one flush); a symbol's watermark moves only when all its messages were acknowledged. If any
+        symbol's send failed, :class:`PublishError` is raised after the others were accounted for.
+        """
         self._resume()
         sent: dict[str, int] = {}
+        pending: list[tuple[str, list[Bar], PendingSend]] = []
+        failed: list[PublishError] = []
         for symbol in self.settings.symbols:
             try:
-                sent[symbol] = self.poll_symbol(symbol)
-                self.state.errors.pop(symbol, None)
+                fresh = self.fresh_bars(symbol)
+                pending.append((symbol, fresh, self.publisher.send(fresh)))
             except YahooError as err:
                 self.state.errors[symbol] = str(err)
                 log.error("%s: the source refused the request: %s", symbol, err)
             except YahooUnavailable as err:
                 self.state.errors[symbol] = str(err)
                 log.error("%s: source unavailable, will retry next poll: %s", symbol, err)
+            except PublishError as err:
+                self.state.errors[symbol] = str(err)
+                failed.append(err)
+        for symbol, fresh, handle in pending:
+            try:
+                sent[symbol] = self.publisher.confirm(handle)
+            except PublishError as err:
+                self.state.errors[symbol] = str(err)
+                failed.append(err)
+                continue
+            if fresh:
+                self.state.watermarks[symbol] = max(b.ts for b in fresh)
+            self.state.errors.pop(symbol, None)
         self.state.polls += 1
         self.state.published += sum(sent.values())
         self.state.last_poll = datetime.now(UTC)
+        if failed:
+            # Minutes sent before the failure may be gone with the broker (the local one keeps its log in
+            # memory): the next poll starts again from the lake's last minute, with a new producer.
+            self._resumed = False
+            self.publisher.renew()
+            raise failed[0]
+        if self.publisher.broker_lost_messages and self._lake_last_ts is not None:
+            # what went to the broker before it lost its log may not be in the lake: send again from there
+            self.publisher.broker_lost_messages = False
+            self._resumed = False
+            log.warning("the broker lost messages: publishing again from the lake's last minute per symbol")
+            again = self.poll_once()
+            return {sym: sent.get(sym, 0) + again.get(sym, 0) for sym in set(sent) | set(again)}
         return sent
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -195,13 +301,16 @@ def backfill(
 ) -> BackfillReport:
     """Publish the last ``days`` of closed minutes of every symbol, in chunks the source accepts.
 
-    ``progress(symbol, chunks_done, chunks_total)`` is called after every chunk.
+    ``progress(symbol, chunks_done, chunks_total)`` is called after every chunk has been handed to the
+    producer; the report counts a symbol's bars once the broker acknowledged all of them (one flush at the
+    end). A failed send raises :class:`PublishError`.
     """
     own_client, own_pub = client is None, publisher is None
     client = client or YahooClient(settings)
     publisher = publisher or BarPublisher(settings)
     report = BackfillReport()
     t0 = time.monotonic()
+    pending: dict[str, PendingSend] = {}
     try:
         for symbol in settings.symbols:
             try:
@@ -217,14 +326,17 @@ def backfill(
             while start < end:
                 chunks.append((start, min(start + span, end)))
                 start += span
-            count = 0
+            handle = pending.setdefault(symbol, PendingSend())
             for i, (a, b) in enumerate(chunks):
                 got = client.bars(symbol, start=a, end=b)
-                count += publisher.publish(got.bars)
+                sent = publisher.send(got.bars)  # confirmed all together at the end: one flush
+                handle.futures.extend(sent.futures)
+                handle.bars += sent.bars
                 if progress:
                     progress(symbol, i + 1, len(chunks))
-            report.per_symbol[symbol] = count
-            report.bars += count
+        for symbol, handle in pending.items():
+            report.per_symbol[symbol] = publisher.confirm(handle)
+            report.bars += report.per_symbol[symbol]
     finally:
         report.seconds = time.monotonic() - t0
         if own_client:
