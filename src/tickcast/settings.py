@@ -6,12 +6,22 @@ then from the defaults below. Two profiles:
 
 * ``local`` (default): every endpoint is derived from the local stack's host and ports;
   Blob is reached with Azurite's well-known development connection string.
-* ``cloud``: endpoints come from the ARM deployment outputs and every Azure client
+* ``cloud``: endpoints come from the ARM deployment outputs (:data:`ARM_OUTPUT_SETTINGS`;
+  ``tickcast deploy-cloud`` writes them to ``.tickcast/cloud/<env>.env``) and every Azure client
   authenticates with ``DefaultAzureCredential`` (managed identity). Account keys, SAS
-  tokens and connection strings are refused in this profile.
+  tokens, connection strings and endpoint keys are refused in this profile.
 
 ``load_settings()`` turns any wrong or missing value into a :class:`SettingsError` whose
 message names the environment variable and says what to set.
+
+What profile ``cloud`` requires is scoped per component: loading checks only what every
+component shares (the lake's account URL, https) and what is refused everywhere (keys,
+connection strings). Each component asks for the rest when it starts,
+``settings.require("kafka.bootstrap_servers", purpose="the producer")``, and the derived
+endpoints (:attr:`Settings.kafka_bootstrap`, :attr:`Settings.mlflow_tracking_uri`, ...) never fall
+back to the local stack in profile cloud: they raise the same :class:`SettingsError`, naming the
+variable and the ARM output to set it from. So the Function app needs only the lake and the
+endpoint, never Kafka or MLflow.
 """
 
 from __future__ import annotations
@@ -182,13 +192,15 @@ class IngestSettings(BaseModel):
 class ServingSettings(BaseModel):
     """The online endpoint the Function app calls (AML in the cloud, emulators/aml_endpoint locally)."""
 
-    endpoint_name: str = Field("tickcast", description="AML online endpoint name")
     endpoint_url: str | None = Field(
-        None, description="scoring URI of the endpoint; derived from the stack in local, required in cloud"
+        None,
+        description="scoring URI of the endpoint (ARM output amlScoringUri); derived from the stack in local, "
+        "required by the Function app in cloud",
     )
     endpoint_key: SecretStr | None = Field(
         SecretStr("local-endpoint-key"),
-        description="endpoint key (local stand-in only; in cloud the Function authenticates with its identity)",
+        description="endpoint key (local stand-in only; refused in cloud, where the Function authenticates with "
+        "its managed identity)",
     )
     request_timeout_ms: int = Field(5000, ge=100, description="scoring request timeout (AML's default is 5000)")
     min_bars: int = Field(0, ge=0, description="bars a caller must send at least (0 = what the model's window needs)")
@@ -197,7 +209,10 @@ class ServingSettings(BaseModel):
 class GatewaySettings(BaseModel):
     """API Management: the public entry point (emulators/apim locally, enforcing cloud/apim/policy.xml)."""
 
-    url: str | None = Field(None, description="gateway base URL; derived from the stack in local, APIM URL in cloud")
+    url: str | None = Field(
+        None,
+        description="gateway base URL; derived from the stack in local, APIM URL in cloud (ARM output apimGatewayUrl)",
+    )
     subscription_keys: list[SecretStr] = Field(
         default_factory=lambda: [SecretStr("local-subscription-key")],
         description='keys the local gateway accepts, JSON e.g. ["key1","key2"] (APIM issues them in the cloud)',
@@ -211,8 +226,11 @@ class GatewaySettings(BaseModel):
 
 
 class AirflowSettings(BaseModel):
-    """The local Airflow 3 standalone instance."""
+    """Airflow 3: the local standalone instance, or the cloud's Airflow host."""
 
+    url: str | None = Field(
+        None, description="Airflow API server base URL; derived from the stack in local (ARM output airflowUrl)"
+    )
     parallelism: int = Field(4, ge=1, description="AIRFLOW__CORE__PARALLELISM for the local scheduler")
     unpause: list[str] = Field(
         default_factory=lambda: ["ingest", "retrain"],
@@ -226,6 +244,67 @@ class AzureSettings(BaseModel):
     managed_identity_client_id: str | None = Field(
         None, description="client ID of a user-assigned managed identity; unset = system-assigned"
     )
+
+
+class AmlSettings(BaseModel):
+    """The Azure ML workspace and Kubernetes online endpoint the model is deployed to (profile ``cloud``)."""
+
+    subscription_id: str | None = Field(
+        None, description="Azure subscription ID of the AML workspace (ARM output subscriptionId)"
+    )
+    resource_group: str | None = Field(
+        None, description="resource group of the AML workspace (ARM output resourceGroupName)"
+    )
+    workspace: str | None = Field(None, description="AML workspace name (ARM output amlWorkspaceName)")
+    endpoint_name: str = Field(
+        "tickcast", min_length=3, description="AML online endpoint name (ARM output amlEndpointName)"
+    )
+    compute: str = Field(
+        "tickcast-aks", min_length=2, description="AKS compute attached to the workspace (ARM output amlComputeName)"
+    )
+    instance_type: str = Field(
+        "defaultinstancetype", min_length=1, description="instance type of the Kubernetes compute for a deployment"
+    )
+    instance_count: int = Field(1, ge=1, description="replicas per deployment colour")
+    operation_timeout_s: float = Field(
+        1800.0, gt=0, description="seconds to wait for one AML operation (endpoint/deployment create, traffic)"
+    )
+
+
+class CloudDeploySettings(BaseModel):
+    """``tickcast deploy-cloud`` / ``destroy-cloud``: where the ARM template goes and the per-user parameters."""
+
+    subscription_id: str | None = Field(
+        None, description="subscription to deploy to (else AZURE_SUBSCRIPTION_ID); e.g. from `az account show`"
+    )
+    env: Literal["dev", "test", "prod"] = Field(
+        "dev", description="environment: picks cloud/arm/parameters/<env>.json and the resource group"
+    )
+    resource_group: str | None = Field(None, description="resource group to deploy into (default: tickcast-<env>)")
+    location: str = Field("westeurope", min_length=2, description="Azure region of the resource group and resources")
+    name_prefix: str | None = Field(
+        None, description="template parameter namePrefix (default: the parameters file's value)"
+    )
+    ssh_public_key_path: Path = Field(
+        Path("~/.ssh/id_rsa.pub"), description="OpenSSH public key for the VMs (template parameter sshPublicKey)"
+    )
+    apim_publisher_email: str | None = Field(
+        None, description="API Management publisher email (template parameter apimPublisherEmail)"
+    )
+    apim_publisher_name: str | None = Field(
+        None, description="API Management publisher name (template parameter apimPublisherName)"
+    )
+    template: Path = Field(PROJECT_ROOT / "cloud" / "arm" / "main.json", description="the ARM template")
+    parameters_dir: Path = Field(
+        PROJECT_ROOT / "cloud" / "arm" / "parameters", description="directory of the <env>.json parameter files"
+    )
+    output_dir: Path = Field(
+        PROJECT_ROOT / ".tickcast" / "cloud", description="where the outputs are written as <env>.env / <env>.json"
+    )
+    timeout_s: float = Field(7200.0, gt=0, description="seconds to wait for the deployment (AKS and APIM are slow)")
+
+    def resolved_resource_group(self) -> str:
+        return self.resource_group or f"tickcast-{self.env}"
 
 
 class Settings(BaseSettings):
@@ -257,29 +336,64 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
+    aml: AmlSettings = Field(default_factory=AmlSettings)
+    cloud_deploy: CloudDeploySettings = Field(default_factory=CloudDeploySettings)
 
     @model_validator(mode="after")
     def _check_profile(self) -> Settings:
+        """Profile cloud: what EVERY component needs (the lake), and no key, SAS or connection string anywhere."""
         problems: list[str] = []
         if self.profile == "cloud":
-            required = {
-                env_name("storage", "account_url"): self.storage.account_url,
-                env_name("kafka", "bootstrap_servers"): self.kafka.bootstrap_servers,
-                env_name("mlflow", "tracking_uri"): self.mlflow.tracking_uri,
-            }
-            for var, value in required.items():
-                if not value:
-                    problems.append(f"{var} is required when TICKCAST_PROFILE=cloud: set it from the ARM outputs")
-            if self.storage.connection_string is not None:
-                problems.append(
-                    f"{env_name('storage', 'connection_string')} must not be set when TICKCAST_PROFILE=cloud: "
-                    "the cloud profile authenticates with managed identity; unset it"
-                )
-            if self.storage.account_url and not self.storage.account_url.startswith("https://"):
+            if not self.storage.account_url:
+                problems.append(_missing(("storage", "account_url"), "is required when TICKCAST_PROFILE=cloud"))
+            elif not self.storage.account_url.startswith("https://"):
                 problems.append(f"{env_name('storage', 'account_url')} must be an https:// URL in profile cloud")
+            refused = {
+                ("storage", "connection_string"): (
+                    self.storage.connection_string is not None,
+                    "Blob is reached with the account URL and managed identity",
+                ),
+                ("serving", "endpoint_key"): (
+                    "endpoint_key" in self.serving.model_fields_set and self.serving.endpoint_key is not None,
+                    "the endpoint is called with an Entra ID token of the managed identity",
+                ),
+                ("gateway", "subscription_keys"): (
+                    "subscription_keys" in self.gateway.model_fields_set and bool(self.gateway.subscription_keys),
+                    "API Management issues the subscription keys (a client sends one as TICKCAST_GATEWAY__CLIENT_KEY)",
+                ),
+            }
+            for loc, (is_set, why) in refused.items():
+                if is_set:
+                    problems.append(f"{env_name(*loc)} must not be set when TICKCAST_PROFILE=cloud, unset it: {why}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def require(self, *fields: str, purpose: str | None = None) -> None:
+        """Fail with one :class:`SettingsError` listing every field of ``fields`` that is not set.
+
+        ``fields`` are dotted paths, e.g. ``require("storage.account_url", "serving.endpoint_url")``. In profile
+        local the endpoints the stack provides (:data:`DERIVED_LOCALLY`) count as set. The message names each
+        environment variable and, for a cloud endpoint, the ARM output to set it from.
+        """
+        missing: list[str] = []
+        for path in fields:
+            loc = tuple(path.split("."))
+            value: Any = self
+            for part in loc:
+                if not isinstance(value, BaseModel) or part not in type(value).model_fields:
+                    raise ValueError(f"require(): unknown setting {path!r}")
+                value = getattr(value, part)
+            if value is None or value == "":
+                if self.profile == "local" and loc in DERIVED_LOCALLY:
+                    continue
+                missing.append(_missing(loc))
+        if missing:
+            what = f" for {purpose}" if purpose else ""
+            raise SettingsError(
+                f"tickcast configuration is incomplete{what} (TICKCAST_PROFILE={self.profile}):\n"
+                + "\n".join(f"  {m}" for m in missing)
+            )
 
     # --- endpoints, derived once here so no other module builds a URL by hand -------------------
 
@@ -300,12 +414,18 @@ class Settings(BaseSettings):
             f"BlobEndpoint={self.blob_account_url};"
         )
 
+    # In profile cloud these never fall back to the local stack: an unset one raises SettingsError (require()).
+
     @property
     def kafka_bootstrap(self) -> str:
+        if self.profile == "cloud":
+            self.require("kafka.bootstrap_servers", purpose="Kafka")
         return self.kafka.bootstrap_servers or f"{self.stack.host}:{self.stack.kafka_port}"
 
     @property
     def mlflow_tracking_uri(self) -> str:
+        if self.profile == "cloud":
+            self.require("mlflow.tracking_uri", purpose="MLflow")
         return self.mlflow.tracking_uri or f"http://{self.stack.host}:{self.stack.mlflow_port}"
 
     @property
@@ -318,7 +438,11 @@ class Settings(BaseSettings):
 
     @property
     def endpoint_url(self) -> str:
-        """The endpoint's base URL (``POST {endpoint_url}/score``)."""
+        """The endpoint's base URL (``POST {endpoint_url}/score``).
+
+        Unlike the other endpoints this one does not raise in profile cloud: the prediction API checks
+        ``serving.endpoint_url`` itself and answers 503 naming the variable, so the Function app starts.
+        """
         if self.serving.endpoint_url:
             return self.serving.endpoint_url.rstrip("/").removesuffix("/score")
         return f"http://{self.stack.host}:{self.stack.endpoint_port}"
@@ -331,6 +455,8 @@ class Settings(BaseSettings):
     def gateway_url(self) -> str:
         if self.gateway.url:
             return self.gateway.url.rstrip("/")
+        if self.profile == "cloud":
+            self.require("gateway.url", purpose="the API gateway")
         return f"http://{self.stack.host}:{self.stack.gateway_port}"
 
     def gateway_client_key(self) -> str | None:
@@ -341,6 +467,10 @@ class Settings(BaseSettings):
 
     @property
     def airflow_url(self) -> str:
+        if self.airflow.url:
+            return self.airflow.url.rstrip("/")
+        if self.profile == "cloud":
+            self.require("airflow.url", purpose="Airflow")
         return f"http://{self.stack.host}:{self.stack.airflow_port}"
 
     def to_env(self) -> dict[str, str]:
@@ -361,6 +491,9 @@ class Settings(BaseSettings):
         key = self.serving.endpoint_key
         data["serving"]["endpoint_key"] = key.get_secret_value() if key else None
         data["gateway"]["subscription_keys"] = [k.get_secret_value() for k in self.gateway.subscription_keys]
+        if self.profile == "cloud":  # local-only secrets (their defaults) are refused when set in profile cloud
+            data["serving"]["endpoint_key"] = None
+            data["gateway"]["subscription_keys"] = None
         client = self.gateway.client_key
         data["gateway"]["client_key"] = client.get_secret_value() if client else None
         walk((), data)
@@ -368,6 +501,50 @@ class Settings(BaseSettings):
 
 
 _DICT_FIELDS = {"phi"}  # dict-valued settings travel as one JSON variable
+
+# ARM output of cloud/arm/main.json -> the setting it configures. THE one table: `tickcast deploy-cloud` writes
+# these to .tickcast/cloud/<env>.env, require() names the output to copy, docs/cloud.md lists them.
+ARM_OUTPUT_SETTINGS: dict[str, tuple[str, str]] = {
+    "lakeAccountUrl": ("storage", "account_url"),
+    "lakeContainer": ("storage", "lake_container"),
+    "kafkaBootstrapServers": ("kafka", "bootstrap_servers"),
+    "mlflowTrackingUri": ("mlflow", "tracking_uri"),
+    "airflowUrl": ("airflow", "url"),
+    "amlScoringUri": ("serving", "endpoint_url"),
+    "subscriptionId": ("aml", "subscription_id"),
+    "resourceGroupName": ("aml", "resource_group"),
+    "amlWorkspaceName": ("aml", "workspace"),
+    "amlEndpointName": ("aml", "endpoint_name"),
+    "amlComputeName": ("aml", "compute"),
+    "apimGatewayUrl": ("gateway", "url"),
+}
+_OUTPUT_OF = {loc: output for output, loc in ARM_OUTPUT_SETTINGS.items()}
+
+# Endpoints the local stack provides when unset (profile local); in profile cloud they come from ARM outputs.
+DERIVED_LOCALLY: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("storage", "account_url"),
+        ("kafka", "bootstrap_servers"),
+        ("mlflow", "tracking_uri"),
+        ("airflow", "url"),
+        ("serving", "endpoint_url"),
+        ("gateway", "url"),
+        ("yahoo", "base_url"),
+    }
+)
+
+
+def _missing(loc: tuple[str, ...], why: str = "is not set") -> str:
+    """``TICKCAST_X__Y is not set: set it from the ARM output Z (...)`` -- the one wording for a missing value."""
+    var = env_name(*loc)
+    output = _OUTPUT_OF.get(loc) if len(loc) == 2 else None
+    if output:
+        return (
+            f"{var} {why}: set it from the ARM output {output} "
+            "(`tickcast deploy-cloud` writes them all to .tickcast/cloud/<env>.env)"
+        )
+    hint = _describe(loc)
+    return f"{var} {why}" + (f": set it to the {hint}" if hint else "")
 
 
 def _describe(loc: tuple[str | int, ...]) -> str:

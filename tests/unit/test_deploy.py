@@ -739,12 +739,9 @@ def cloud_settings() -> Settings:
         profile="cloud",
         symbols=["SPY"],
         storage={"account_url": "https://tickcastlake.blob.core.windows.net"},
-        kafka={"bootstrap_servers": "tickcast.servicebus.windows.net:9093"},
         mlflow={"tracking_uri": "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/x"},
-        serving={
-            "endpoint_name": "tickcast-it",
-            "endpoint_url": "https://tickcast-it.westeurope.inference.ml.azure.com",
-        },
+        serving={"endpoint_url": "https://tickcast-it.westeurope.inference.ml.azure.com"},
+        aml={"endpoint_name": "tickcast-it"},
     )
 
 
@@ -811,3 +808,41 @@ def test_the_cloud_deployer_needs_the_workspace_coordinates(cloud_settings: Sett
 def test_deployer_for_picks_by_profile(cloud_settings: Settings) -> None:
     assert isinstance(deployer_for(settings()), LocalEndpointDeployer)
     assert isinstance(deployer_for(cloud_settings), AzureMLDeployer)
+
+
+def test_deployer_for_builds_the_cloud_deployer_from_the_aml_settings(cloud_settings: Settings) -> None:
+    aml = {
+        "subscription_id": "00000000-0000-0000-0000-000000000001",
+        "resource_group": "tickcast-dev",
+        "workspace": "tickcast-dev-mlw",
+        "endpoint_name": "tickcast-dev-ep",
+        "compute": "aks-dev",
+        "instance_type": "cpu-small",
+        "instance_count": 2,
+        "operation_timeout_s": 900,
+    }
+    deployer = deployer_for(cloud_settings.model_copy(update={"aml": cloud_settings.aml.model_copy(update=aml)}))
+    assert isinstance(deployer, AzureMLDeployer)
+    assert deployer.endpoint_name == "tickcast-dev-ep"
+    target = deployer.aml
+    assert (target.subscription_id, target.resource_group, target.workspace) == (
+        "00000000-0000-0000-0000-000000000001",
+        "tickcast-dev",
+        "tickcast-dev-mlw",
+    )
+    assert (target.compute, target.instance_type, target.instance_count, target.operation_timeout_s) == (
+        "aks-dev",
+        "cpu-small",
+        2,
+        900,
+    )
+    # an explicit keyword still wins over the settings
+    assert AzureMLDeployer(cloud_settings, compute="other").aml.compute == "other"
+
+
+def test_the_missing_workspace_coordinates_name_their_variables(cloud_settings: Settings) -> None:
+    deployer = AzureMLDeployer(cloud_settings, registry=RecordingRegistry(), smoke_bars=SMOKE)
+    with pytest.raises(DeployError) as err:
+        deployer.deploy("1")
+    for var in ("TICKCAST_AML__SUBSCRIPTION_ID", "TICKCAST_AML__RESOURCE_GROUP", "TICKCAST_AML__WORKSPACE"):
+        assert var in str(err.value)

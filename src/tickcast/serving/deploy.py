@@ -837,7 +837,7 @@ def traffic_update(endpoint: KubernetesOnlineEndpoint, weights: Mapping[str, int
 
 @dataclass(frozen=True)
 class AzureMLTarget:
-    """Where the cloud deployer works (to become ``TICKCAST_AML__*`` settings; see the report)."""
+    """Where the cloud deployer works; :class:`AzureMLDeployer` fills it from the ``TICKCAST_AML__*`` settings."""
 
     subscription_id: str | None = None
     resource_group: str | None = None
@@ -865,9 +865,11 @@ class AzureMLDeployer(BlueGreenDeployer):
     """Blue/green on an Azure ML Kubernetes online endpoint with ``azure-ai-ml`` v2.
 
     ``ml_client`` defaults to ``MLClient(tickcast.azure.credential(settings), subscription_id,
-    resource_group, workspace)`` (built on first use). The endpoint is ``settings.serving.endpoint_name``;
-    it is created (``auth_mode="aad_token"``, on ``compute``) by the first deploy. Smoke requests go
-    through ``online_endpoints.invoke(deployment_name=colour)``.
+    resource_group, workspace)`` (built on first use). Every keyword left ``None`` comes from ``settings.aml``
+    (``TICKCAST_AML__SUBSCRIPTION_ID``, ``__RESOURCE_GROUP``, ``__WORKSPACE``, ``__COMPUTE``,
+    ``__INSTANCE_TYPE``, ``__INSTANCE_COUNT``, ``__OPERATION_TIMEOUT_S``; the ARM outputs). The endpoint is
+    ``settings.aml.endpoint_name``; it is created (``auth_mode="aad_token"``, on ``compute``) by the first
+    deploy. Smoke requests go through ``online_endpoints.invoke(deployment_name=colour)``.
     """
 
     target = "azureml"
@@ -880,27 +882,28 @@ class AzureMLDeployer(BlueGreenDeployer):
         subscription_id: str | None = None,
         resource_group: str | None = None,
         workspace: str | None = None,
-        compute: str = AzureMLTarget.compute,
-        instance_type: str = AzureMLTarget.instance_type,
-        instance_count: int = AzureMLTarget.instance_count,
+        compute: str | None = None,
+        instance_type: str | None = None,
+        instance_count: int | None = None,
         image: str = DEFAULT_IMAGE,
-        operation_timeout_s: float = AzureMLTarget.operation_timeout_s,
+        operation_timeout_s: float | None = None,
         registry: RegistryLike | None = None,
         smoke_bars: SmokeBars | None = None,
         smoke_max_move: float = SMOKE_MAX_MOVE,
     ) -> None:
         super().__init__(settings, registry=registry, smoke_bars=smoke_bars, smoke_max_move=smoke_max_move)
+        aml = self.settings.aml
         self.aml = AzureMLTarget(
-            subscription_id=subscription_id,
-            resource_group=resource_group,
-            workspace=workspace,
-            compute=compute,
-            instance_type=instance_type,
-            instance_count=instance_count,
+            subscription_id=subscription_id or aml.subscription_id,
+            resource_group=resource_group or aml.resource_group,
+            workspace=workspace or aml.workspace,
+            compute=compute or aml.compute,
+            instance_type=instance_type or aml.instance_type,
+            instance_count=instance_count if instance_count is not None else aml.instance_count,
             image=image,
-            operation_timeout_s=operation_timeout_s,
+            operation_timeout_s=operation_timeout_s if operation_timeout_s is not None else aml.operation_timeout_s,
         )
-        self.endpoint_name = self.settings.serving.endpoint_name
+        self.endpoint_name = aml.endpoint_name
         self._ml_client = ml_client
 
     @property
@@ -912,7 +915,11 @@ class AzureMLDeployer(BlueGreenDeployer):
 
             missing = [k for k in ("subscription_id", "resource_group", "workspace") if not getattr(self.aml, k)]
             if missing:
-                raise ValueError(f"AzureMLDeployer needs {', '.join(missing)} (the AML workspace to deploy to)")
+                variables = ", ".join(f"TICKCAST_AML__{k.upper()}" for k in missing)
+                raise ValueError(
+                    f"AzureMLDeployer needs {', '.join(missing)} (the AML workspace to deploy to): set {variables} "
+                    "from the ARM outputs (`tickcast deploy-cloud` writes them to .tickcast/cloud/<env>.env)"
+                )
             self._ml_client = MLClient(
                 credential(self.settings),
                 subscription_id=self.aml.subscription_id,
@@ -1027,7 +1034,8 @@ class AzureMLDeployer(BlueGreenDeployer):
 
 
 def deployer_for(settings: Settings | None = None) -> Deployment:
-    """:class:`LocalEndpointDeployer` in profile local, :class:`AzureMLDeployer` in profile cloud."""
+    """:class:`LocalEndpointDeployer` in profile local; in profile cloud :class:`AzureMLDeployer` on the workspace,
+    endpoint and compute of ``settings.aml`` (``TICKCAST_AML__*``, from the ARM outputs)."""
     s = settings or get_settings()
     if s.profile == "cloud":
         return AzureMLDeployer(s)
