@@ -8,8 +8,9 @@ default:
     @{{just_executable()}} --justfile {{justfile()}} --list --unsorted
 
 # install what is missing, start the stack, and run the main job: backfill, ingest, retrain, deploy, predict
-up: _bootstrap
-    {{bin}}/tickcast up
+# (./just up --tape: the emulator replays the real tape in ../shared/data/tape instead of the synthetic market)
+up *args: _bootstrap
+    {{bin}}/tickcast up {{args}}
     {{bin}}/tickcast run
 
 # only the stack (no backfill, no training)
@@ -39,6 +40,14 @@ test-integration *args: _bootstrap
 # scripted smoke calls through the gateway (local; or: just smoke --url https://<apim>.azure-api.net --key <key>)
 smoke *args: _bootstrap
     {{bin}}/tickcast smoke {{args}}
+
+# deploy cloud/arm to Azure (--what-if: only show the plan; --env dev|test|prod); writes .tickcast/cloud/<env>.env
+deploy-cloud *args: _bootstrap
+    {{bin}}/tickcast deploy-cloud {{args}}
+
+# delete the cloud environment's resource group (asks to type its name; --yes skips the question)
+destroy-cloud *args: _bootstrap
+    {{bin}}/tickcast destroy-cloud {{args}}
 
 # ruff (lint + format check) and mypy --strict
 lint: _bootstrap

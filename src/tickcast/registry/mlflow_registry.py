@@ -15,6 +15,7 @@ import json
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 PRODUCTION, CHALLENGER, PREVIOUS = "production", "challenger", "previous"
 ARTIFACT_DIR = "model"
+PROMOTED_AT_TAG = "promoted_at"  # version tag: when the version last became production (ISO-8601 UTC)
 
 
 class RegistryError(Exception):
@@ -163,7 +165,13 @@ class Registry:
         if old is not None:
             self.client.set_registered_model_alias(self.name, PREVIOUS, old)
         self.client.set_registered_model_alias(self.name, PRODUCTION, version)
+        self._stamp_promoted(version)
         return old
+
+    def _stamp_promoted(self, version: str) -> None:
+        """Aliases carry no time in MLflow: record when ``version`` became production as a version tag."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        self.client.set_model_version_tag(self.name, version, PROMOTED_AT_TAG, now)
 
     def rollback(self) -> tuple[str, str]:
         """``production`` back to ``previous`` (which then points at the rolled-back version)."""
@@ -172,6 +180,7 @@ class Registry:
             raise RegistryError("rollback needs both a 'production' and a 'previous' version")
         self.client.set_registered_model_alias(self.name, PRODUCTION, str(prev.version))
         self.client.set_registered_model_alias(self.name, PREVIOUS, str(prod.version))
+        self._stamp_promoted(str(prev.version))
         return str(prod.version), str(prev.version)
 
     def aliases(self) -> dict[str, Any]:

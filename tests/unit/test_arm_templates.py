@@ -1,0 +1,318 @@
+"""cloud/arm, checked offline with cloud/validate/arm_checks.py (standard library + jsonschema, no tool venv).
+
+* ``main.json`` is exactly what ``cloud/arm/build.py`` generates;
+* every template and parameter file under cloud/arm is valid JSON and passes its schema; ``parameters/dev.json``
+  fits the template (declared names, allowed values, nothing per-user or secret in the file);
+* every check of ``arm_checks.ALL_CHECKS`` passes on ``main.json``: names (no checkov-blind functions, valid
+  storage names), role assignments (managed identities, narrow scope), a DNS zone group for every private
+  endpoint, symmetric peerings, no public IP on a host and no password, every resource type of the system, the
+  parameters/outputs of the deploy command;
+* facts of the issue the checks do not cover: lake storage settings, Function identity and VNet integration,
+  the APIM policy from ``cloud/apim/policy.xml``, AKS attached to AML as Kubernetes compute.
+
+Each check is also run on a copy of the template broken in one place, to see it fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tickcast.settings import PROJECT_ROOT
+
+ARM = PROJECT_ROOT / "cloud" / "arm"
+VALIDATE = PROJECT_ROOT / "cloud" / "validate"
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+arm_checks = load_module("arm_checks", VALIDATE / "arm_checks.py")
+build = load_module("tickcast_arm_build", ARM / "build.py")
+
+Template = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    data: Template = json.loads((ARM / "main.json").read_text())
+    return data
+
+
+def resources_of(template: Template, type_: str) -> list[dict[str, Any]]:
+    return [r for r in template["resources"] if r["type"] == type_]
+
+
+def one(template: Template, type_: str, name_part: str = "") -> dict[str, Any]:
+    found = [r for r in resources_of(template, type_) if name_part in r["name"]]
+    assert len(found) == 1, f"{type_} {name_part!r}: {[r['name'] for r in found]}"
+    return found[0]
+
+
+# --- generated, valid JSON, schema --------------------------------------------------------------------------
+
+
+def test_main_json_is_what_build_py_generates() -> None:
+    assert (ARM / "main.json").read_text() == build.render(), "run: .venv/bin/python cloud/arm/build.py"
+    done = subprocess.run([sys.executable, str(ARM / "build.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_build_check_fails_when_main_json_was_edited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    edited = tmp_path / "main.json"
+    edited.write_text(build.render().replace('"TLS1_2"', '"TLS1_0"', 1))
+    monkeypatch.setattr(build, "MAIN", edited)
+    assert build.main(["--check"]) == 1
+
+
+def test_every_json_file_under_cloud_arm_parses() -> None:
+    files = sorted(ARM.rglob("*.json"))
+    assert ARM / "main.json" in files and ARM / "parameters" / "dev.json" in files
+    for path in files:
+        assert isinstance(json.loads(path.read_text()), dict), path
+
+
+def test_every_template_passes_the_schema() -> None:
+    templates = [p for p in ARM.rglob("*.json") if "deploymentTemplate.json" in p.read_text()]
+    assert templates
+    for path in templates:
+        assert arm_checks.check_template_schema(arm_checks.load(path)) == [], path
+
+
+def test_every_parameter_file_fits_the_template(template: Template) -> None:
+    files = sorted((ARM / "parameters").glob("*.json"))
+    assert [p.stem for p in files] == ["dev"]
+    for path in files:
+        assert arm_checks.check_parameters_file(template, arm_checks.load(path)) == [], path
+
+
+@pytest.mark.parametrize("name", sorted(arm_checks.ALL_CHECKS))
+def test_each_check_passes_on_main_json(template: Template, name: str) -> None:
+    assert arm_checks.ALL_CHECKS[name](template) == []
+
+
+def test_the_walk_sees_every_resource(template: Template) -> None:
+    assert len(list(arm_checks.iter_resources(template))) == len(template["resources"]) == 100
+
+
+# --- facts of the issue -------------------------------------------------------------------------------------
+
+
+def test_the_lake_refuses_public_access_and_old_tls(template: Template) -> None:
+    for account in resources_of(template, "Microsoft.Storage/storageAccounts"):
+        props = account["properties"]
+        assert props["allowBlobPublicAccess"] is False
+        assert props["minimumTlsVersion"] == "TLS1_2"
+        assert props["publicNetworkAccess"] == "Disabled"
+        assert props["allowSharedKeyAccess"] is False  # Entra ID only: no key or SAS can be used
+    endpoints = [r["name"] for r in resources_of(template, "Microsoft.Network/privateEndpoints")]
+    assert any("pe-lake-blob" in name for name in endpoints)
+
+
+def test_no_name_uses_a_function_checkov_cannot_see_through(template: Template) -> None:
+    text = json.dumps([r["name"] for r in template["resources"]] + list(template["variables"].values()))
+    for function in arm_checks.CHECKOV_BLIND_FUNCTIONS:
+        assert function.lower() not in text.lower()
+    assert "uniqueString(resourceGroup().id)" in text
+
+
+def test_aks_is_the_aml_kubernetes_compute(template: Template) -> None:
+    compute = one(template, "Microsoft.MachineLearningServices/workspaces/computes", "amlComputeName")
+    assert compute["properties"]["computeType"] == "Kubernetes"
+    assert "Microsoft.ContainerService/managedClusters" in compute["properties"]["resourceId"]
+    extension = one(template, "Microsoft.KubernetesConfiguration/extensions")
+    assert extension["properties"]["extensionType"] == "Microsoft.AzureML.Kubernetes"
+    endpoint = one(template, "Microsoft.MachineLearningServices/workspaces/onlineEndpoints")
+    assert endpoint["kind"] == "K8s"
+    workspace = one(template, "Microsoft.MachineLearningServices/workspaces")
+    for part in ("keyVault", "applicationInsights", "containerRegistry", "storageAccount"):
+        assert workspace["properties"][part].startswith("[resourceId(")
+
+
+def test_the_function_app_is_linux_python_with_its_identity_and_vnet(template: Template) -> None:
+    site = one(template, "Microsoft.Web/sites")
+    assert site["kind"] == "functionapp,linux"
+    assert site["identity"] == {"type": "SystemAssigned"}
+    assert "snet-func" in site["properties"]["virtualNetworkSubnetId"]
+    assert site["properties"]["functionAppConfig"]["runtime"]["name"] == "python"
+    settings = {s["name"] for s in site["properties"]["siteConfig"]["appSettings"]}
+    assert not {s for s in settings if "ConnectionString" in s or s == "AzureWebJobsStorage"}
+
+
+def test_apim_serves_the_api_with_product_keys_and_the_deployed_policy(template: Template) -> None:
+    api = one(template, "Microsoft.ApiManagement/service/apis")
+    assert api["properties"]["subscriptionRequired"] is True
+    assert api["properties"]["subscriptionKeyParameterNames"]["header"] == "Ocp-Apim-Subscription-Key"
+    policy = one(template, "Microsoft.ApiManagement/service/apis/policies")
+    assert policy["properties"] == {"format": "rawxml", "value": "[parameters('apimPolicyXml')]"}
+    assert "apimPolicyXml" not in json.loads((ARM / "parameters" / "dev.json").read_text())["parameters"]
+    assert one(template, "Microsoft.ApiManagement/service/products")["properties"]["subscriptionRequired"] is True
+    assert resources_of(template, "Microsoft.ApiManagement/service/subscriptions")
+
+
+def test_every_role_assignment_is_listed_with_its_scope(template: Template) -> None:
+    assignments = resources_of(template, "Microsoft.Authorization/roleAssignments")
+    assert len(assignments) == 16
+    for assignment in assignments:
+        scope = assignment["scope"]
+        assert "resourceGroup().id" not in scope and "subscription()" not in scope
+        assert arm_checks.principal_source(template, assignment["properties"]["principalId"]) is not None
+
+
+# --- each check, broken once --------------------------------------------------------------------------------
+
+Breakage = Callable[[Template], None]
+
+
+def find(t: Template, type_: str, name_part: str = "") -> dict[str, Any]:
+    return next(r for r in t["resources"] if r["type"] == type_ and name_part in r["name"])
+
+
+def _schema(t: Template) -> None:
+    find(t, "Microsoft.KeyVault/vaults")["propertis"] = {}
+
+
+def _linked_template(t: Template) -> None:
+    t["resources"].append(
+        {
+            "type": "Microsoft.Resources/deployments",
+            "apiVersion": "2022-09-01",
+            "name": "linked",
+            "properties": {"mode": "Incremental", "templateLink": {"uri": "https://example.invalid/t.json"}},
+        }
+    )
+
+
+def _blind_name(t: Template) -> None:
+    find(t, "Microsoft.KeyVault/vaults")["name"] = "[toLower(variables('keyVaultName'))]"
+
+
+def _blind_variable(t: Template) -> None:
+    t["variables"]["acrName"] = "[toLower(concat('tc', parameters('env'), 'acr'))]"
+
+
+def _long_storage_name(t: Template) -> None:
+    t["variables"]["lakeAccountName"] = "[concat('tickcastlakestore', parameters('env'), uniqueString('x'))]"
+
+
+def _user_principal(t: Template) -> None:
+    find(t, "Microsoft.Authorization/roleAssignments")["properties"]["principalId"] = "[parameters('adminUsername')]"
+
+
+def _group_scope(t: Template) -> None:
+    assignment = find(t, "Microsoft.Authorization/roleAssignments")
+    assignment["scope"] = "[resourceGroup().id]"
+
+
+def _unscoped(t: Template) -> None:
+    del find(t, "Microsoft.Authorization/roleAssignments")["scope"]
+
+
+def _no_zone_group(t: Template) -> None:
+    group = find(t, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups", "pe-kv")
+    t["resources"].remove(group)
+
+
+def _one_way_peering(t: Template) -> None:
+    t["resources"].remove(find(t, "Microsoft.Network/virtualNetworks/virtualNetworkPeerings", "compute-to-data"))
+
+
+def _public_ip_on_a_host(t: Template) -> None:
+    nic = find(t, "Microsoft.Network/networkInterfaces", "brokerNicName")
+    nic["properties"]["ipConfigurations"][0]["properties"]["publicIPAddress"] = {"id": "[resourceId('x', 'y')]"}
+
+
+def _password(t: Template) -> None:
+    vm = find(t, "Microsoft.Compute/virtualMachines", "mlflowVmName")
+    vm["properties"]["osProfile"]["linuxConfiguration"]["disablePasswordAuthentication"] = False
+    vm["properties"]["osProfile"]["adminPassword"] = "[parameters('adminPassword')]"
+    t["parameters"]["adminPassword"] = {"type": "securestring", "metadata": {"description": "x"}}
+
+
+def _unused_variable(t: Template) -> None:
+    t["variables"]["suffix"] = "[uniqueString(resourceGroup().id)]"
+
+
+def _no_aks(t: Template) -> None:
+    t["resources"] = [r for r in t["resources"] if r["type"] != "Microsoft.ContainerService/managedClusters"]
+
+
+def _no_output(t: Template) -> None:
+    del t["outputs"]["lakeAccountUrl"]
+
+
+def _policy_default(t: Template) -> None:
+    t["parameters"]["apimPolicyXml"]["defaultValue"] = "<policies/>"
+
+
+BREAKAGES: list[tuple[str, Breakage, str]] = [
+    ("schema", _schema, "propertis"),
+    ("schema", _linked_template, "templateLink"),
+    ("names", _blind_name, "toLower("),
+    ("names", _blind_variable, "toLower("),
+    ("names", _long_storage_name, "max 24"),
+    ("role_assignments", _user_principal, "is not a managed identity"),
+    ("role_assignments", _group_scope, "resource group or subscription"),
+    ("role_assignments", _unscoped, "resource group or subscription"),
+    ("private_endpoints", _no_zone_group, "no privateDnsZoneGroups"),
+    ("peerings", _one_way_peering, "has no reverse peering"),
+    ("no_public_ips_or_passwords", _public_ip_on_a_host, "has a public IP address"),
+    ("no_public_ips_or_passwords", _password, "adminPassword"),
+    ("references", _unused_variable, "variable 'suffix' is declared but never used"),
+    ("required_types", _no_aks, "Microsoft.ContainerService/managedClusters"),
+    ("interface", _no_output, "lakeAccountUrl"),
+    ("interface", _policy_default, "must have no default"),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "breakage", "expected"), BREAKAGES, ids=[f"{c}-{b.__name__[1:]}" for c, b, _ in BREAKAGES]
+)
+def test_each_check_fails_on_a_broken_copy(template: Template, check: str, breakage: Breakage, expected: str) -> None:
+    broken = copy.deepcopy(template)
+    breakage(broken)
+    problems = arm_checks.ALL_CHECKS[check](broken)
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_check_is_broken_at_least_once() -> None:
+    assert {check for check, _, _ in BREAKAGES} == set(arm_checks.ALL_CHECKS)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"apimPolicyXml": {"value": "<policies/>"}}, "filled by the deploy command"),
+        ({"env": {"value": "staging"}}, "is not one of"),
+        ({"colour": {"value": "blue"}}, "not declared"),
+        ({"env": {"valu": "dev"}}, "is not valid under any of the given schemas"),
+    ],
+)
+def test_the_parameter_file_check_fails_on_a_broken_copy(
+    template: Template, change: dict[str, Any], expected: str
+) -> None:
+    parameters = json.loads((ARM / "parameters" / "dev.json").read_text())
+    parameters["parameters"].update(change)
+    problems = arm_checks.check_parameters_file(template, parameters)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_missing_required_parameter_is_caught(template: Template) -> None:
+    parameters = json.loads((ARM / "parameters" / "dev.json").read_text())
+    del parameters["parameters"]["env"]
+    assert any("'env'" in p for p in arm_checks.check_parameters_file(template, parameters))
