@@ -58,9 +58,23 @@ class AirflowClient:
     def pause(self, dag_id: str) -> None:
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """The run's task instances (``task_id``, ``state``, ``try_number``, ``pid``, ``hostname``, ...)."""
-        return list(self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"])
+    def task_instances(self, dag_id: str, run_id: str = "~", state: str | None = None) -> list[dict[str, Any]]:
+        """Task instances (``task_id``, ``dag_run_id``, ``state``, ``try_number``, ``pid``, ...) of one run, or of
+        every run with ``run_id="~"``; ``state`` filters (e.g. ``"running"``)."""
+        params = {"state": state} if state else None
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return list(self._call("GET", path, params=params)["task_instances"])
+
+    def runs(self, dag_id: str, state: str | None = None) -> list[dict[str, Any]]:
+        """The DAG's runs (``dag_run_id``, ``state``, ...), newest first; ``state`` filters."""
+        params: dict[str, Any] = {"order_by": "-run_after", "limit": 100}
+        if state:
+            params["state"] = state
+        return list(self._call("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"])
+
+    def mark_run(self, dag_id: str, run_id: str, state: str) -> None:
+        """Set a run's state (``success`` / ``failed`` / ``queued``), as the UI's "mark as" does."""
+        self._call("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         body = {"logical_date": None, "conf": conf or {}}

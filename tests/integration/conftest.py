@@ -168,3 +168,8 @@ def run_dag_test(
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end module last: its fault drills kill and restart the shared stack's services."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/integration/test_end_to_end.py"))
