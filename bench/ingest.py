@@ -18,8 +18,9 @@ Yahoo-style nulls (0.2 %, dropped by the chart decoder) and which are closed.
        (``acks=all``);
    (b) ``consume_to_lake(settings, idle_seconds=3)``: Kafka -> lake upserts. Its time is measured from the
        call to the end of the last lake write (taken in its ``after_write`` hook, just before the last
-       offset commit), i.e. the idle wait is not counted; the consumer-group join is counted, as every
-       ingest run pays it. Broken down from the consumer's own report: the join (call -> partitions
+       offset commit), i.e. the idle wait is not counted; the partition assignment is counted, as every
+       ingest run pays it (it used to be a ~3 s consumer-group join). Broken down from the consumer's own
+       report: the assignment ("join": call -> partitions
        assigned), then fetch, decode, lake writes and commits;
    (c) end to end: bars / (a + b); also without the join: bars / (a + b - join), and the consumer's
        steady state: bars / (first records fetched -> last lake write).
@@ -27,8 +28,8 @@ Yahoo-style nulls (0.2 %, dropped by the chart decoder) and which are closed.
    serves in the backfill window (compared as sets of minutes, no duplicate rows, nothing extra), the
    backfill must have published exactly that many and the consumer must have written them all with no
    dead letters. Any difference stops the benchmark with an error: a fast path that loses bars is no result.
-   ``--session-timeout-ms`` overrides the consumer's session timeout, which sets Tansu's join time
-   (about half of it, rounded up to whole seconds; the default 6000 ms is Kafka's and Redpanda's minimum).
+   ``--session-timeout-ms`` overrides the consumer's session timeout (it set Tansu's join time when the
+   consumer joined the group; with manual assignment it no longer matters).
 
 2. Live freshness: the time from a minute closing on the emulator clock to that bar being readable in the
    lake. The poller (``Poller.poll_once`` in a thread every ``--poll-interval`` s, resuming from the lake
@@ -666,7 +667,7 @@ def print_table(result: dict[str, Any], out: Path) -> None:
         f"  (b) consume   Kafka -> lake       {b['consume_s']:8.2f} s  {b['consume_bars_per_s']:>9,} bars/s"
         f"   (idle wait excluded; {b['consume_batches']} batches, {b['lake_upserts']} upserts)"
     )
-    print(f"      group join                    {b['consume_join_s']:8.2f} s")
+    print(f"      partition assignment          {b['consume_join_s']:8.2f} s")
     print(
         f"      first records -> last write   {b['consume_active_s']:8.2f} s"
         f"  {b['consume_steady_bars_per_s']:>9,} bars/s"
