@@ -18,38 +18,19 @@ cloud/validate/requirements.txt changes); without a reachable index these tests 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.unit.cloud_validators import ARM, PIPELINE, VALIDATE, arm_checks, tool_venv
 from tickcast.settings import PROJECT_ROOT
-
-ARM = PROJECT_ROOT / "cloud" / "arm"
-VALIDATE = PROJECT_ROOT / "cloud" / "validate"
-PIPELINE = PROJECT_ROOT / "cloud" / "pipelines" / "azure-pipelines.yaml"
-
-
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-arm_checks = load_module("arm_checks", VALIDATE / "arm_checks.py")
-tool_venv = load_module("tool_venv", VALIDATE / "tool_venv.py")
 
 Template = dict[str, Any]
 LAKE = "[variables('lakeAccountName')]"

@@ -12,33 +12,15 @@ Runs in the arm-validate tool venv (see test_arm_checkov.py); skips only when th
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tickcast.settings import PROJECT_ROOT
-
-ARM = PROJECT_ROOT / "cloud" / "arm"
-VALIDATE = PROJECT_ROOT / "cloud" / "validate"
-
-
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tool_venv = load_module("tool_venv", VALIDATE / "tool_venv.py")
+from tests.unit.cloud_validators import ARM, VALIDATE, tool_venv
 
 Template = dict[str, Any]
 

@@ -16,34 +16,16 @@ Each check is also run on a copy of the template broken in one place, to see it 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tickcast.settings import PROJECT_ROOT
-
-ARM = PROJECT_ROOT / "cloud" / "arm"
-VALIDATE = PROJECT_ROOT / "cloud" / "validate"
-
-
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-arm_checks = load_module("arm_checks", VALIDATE / "arm_checks.py")
-build = load_module("tickcast_arm_build", ARM / "build.py")
+from tests.unit.cloud_validators import ARM, arm_checks, build
 
 Template = dict[str, Any]
 

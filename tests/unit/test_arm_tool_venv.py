@@ -7,28 +7,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from tickcast.settings import PROJECT_ROOT
-
-VALIDATE = PROJECT_ROOT / "cloud" / "validate"
-
-
-def load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tool_venv = load_module("tool_venv", VALIDATE / "tool_venv.py")
+from tests.unit.cloud_validators import tool_venv
 
 
 def test_the_key_follows_the_requirements(tmp_path: Path) -> None:
