@@ -186,6 +186,9 @@ class IngestSettings(BaseModel):
     poll_interval_s: float = Field(60.0, gt=0, description="seconds between producer polls of the source")
     poll_offset_s: float = Field(1.5, ge=0, description="seconds after each minute boundary to poll (lets it close)")
     consume_slice_s: float = Field(45.0, gt=0, description="seconds one ingest DAG run consumes before it ends")
+    repair_every_polls: int = Field(
+        5, ge=0, description="every N producer polls, publish again the session's minutes the lake lost (0 = never)"
+    )
     max_backfill_days: int = Field(7, ge=1, le=30, description="days one chart request may span (Yahoo: ~8)")
 
 

@@ -76,6 +76,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         _env_file=None,
         stack={"home": home, "start_timeout_s": 240, **ports},
         airflow={"unpause": []},  # the test stack runs DAGs only when a test triggers them
+        ingest={"repair_every_polls": 1},  # the fault drills wait for the lake's holes to be repaired
     )
     os.environ.update(settings.to_env())
     get_settings.cache_clear()

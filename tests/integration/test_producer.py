@@ -223,18 +223,26 @@ def test_broker_down_fails_loudly_and_nothing_counts_as_sent(
         assert poller.state.watermarks[emulator.symbols[0]] is None, "the watermark moves only after acknowledged sends"
 
 
-def test_broker_restart_loses_nothing_for_good_producer_refetches_from_the_lake_mark(
+def broker_and_half_hour_in_the_lake(
     stack: Settings, emulator: Emulator, tmp_path: Path
-) -> None:
-    port = free_port()
-    b = start_broker(port, tmp_path / "tansu.log")
+) -> tuple[Broker, Settings, Lake]:
+    """A broker of the test's own, settings for the emulator's first symbol, and a lake that already holds the
+    session's first 30 minutes (ingested before the broker died)."""
+    b = start_broker(free_port(), tmp_path / "tansu.log")
     sym = emulator.symbols[0]
-    s = configured(stack, emulator, bootstrap=f"127.0.0.1:{port}", symbols=[sym])
+    s = configured(stack, emulator, bootstrap=f"127.0.0.1:{b.port}", symbols=[sym])
     lake = Lake.from_settings(s)
-    # the lake already holds 09:30..09:59 (ingested before the broker died)
     with YahooClient(s) as client:
         got = client.bars(sym, range_="1d")
     lake.upsert_bars([bar for bar in got.bars if bar.ts < emulator.day_open + timedelta(minutes=30)])
+    return b, s, lake
+
+
+def test_broker_restart_loses_nothing_for_good_producer_refetches_from_the_lake_mark(
+    stack: Settings, emulator: Emulator, tmp_path: Path
+) -> None:
+    b, s, lake = broker_and_half_hour_in_the_lake(stack, emulator, tmp_path)
+    port, sym = b.port, emulator.symbols[0]
     # publish everything, then the broker dies before the consumer read it (memory storage: all lost)
     with YahooClient(s) as client:
         poller = Poller(s, client, BarPublisher(s))
@@ -260,14 +268,8 @@ def test_a_running_poller_notices_the_broker_lost_its_log_and_publishes_again_fr
     stack: Settings, emulator: Emulator, tmp_path: Path
 ) -> None:
     """The producer service's case: the same poller lives through a restart of the memory-only broker."""
-    port = free_port()
-    b = start_broker(port, tmp_path / "tansu.log")
-    sym = emulator.symbols[0]
-    s = configured(stack, emulator, bootstrap=f"127.0.0.1:{port}", symbols=[sym])
-    lake = Lake.from_settings(s)
-    with YahooClient(s) as client:
-        got = client.bars(sym, range_="1d")
-    lake.upsert_bars([bar for bar in got.bars if bar.ts < emulator.day_open + timedelta(minutes=30)])
+    b, s, lake = broker_and_half_hour_in_the_lake(stack, emulator, tmp_path)
+    port, sym = b.port, emulator.symbols[0]
     try:
         with YahooClient(s) as client:
             poller = Poller(s, client, BarPublisher(s), lake_last_ts=lake.last_ts)
@@ -286,6 +288,28 @@ def test_a_running_poller_notices_the_broker_lost_its_log_and_publishes_again_fr
         assert len(df) == CLOSED + 1 and df["ts"].is_unique, "every closed minute is in the lake once"
     finally:
         b.kill()
+
+
+def test_gap_repair_publishes_again_only_the_minutes_the_lake_lost(stack: Settings, emulator: Emulator) -> None:
+    sym = emulator.symbols[0]
+    s = configured(stack, emulator, symbols=[sym])
+    lake = Lake.from_settings(s)
+    with YahooClient(s) as client:
+        got = client.bars(sym, range_="1d")
+    lost = {emulator.day_open + timedelta(minutes=m) for m in range(30, 35)}
+    not_yet = emulator.day_open + timedelta(minutes=CLOSED - 1)  # the newest minute, still on its way
+    lake.upsert_bars([b for b in got.bars if b.ts not in lost and b.ts != not_yet])
+    with YahooClient(s) as client:
+        poller = Poller(s, client, BarPublisher(s), lake_minutes=lake.minutes)
+        assert poller.repair_gaps() == {sym: 5}, "the hole, not the minute after the lake's newest"
+        assert poller.repair_gaps() == {sym: 5}, "until ingested, the hole is still there"
+        poller.publisher.close()
+    consume_to_lake(s, max_seconds=60, idle_seconds=3)
+    df = lake.read(sym, emulator.day_open, emulator.day_open + timedelta(hours=6))
+    assert len(df) == CLOSED - 1 and df["ts"].is_unique and lost <= set(df["ts"].dt.to_pydatetime())
+    with YahooClient(s) as client:
+        assert Poller(s, client, BarPublisher(s), lake_minutes=lake.minutes).repair_gaps() == {}
+    assert poller.state.repaired == 10
 
 
 def test_backfill_publishes_every_closed_minute_of_the_requested_days(stack: Settings, emulator: Emulator) -> None:

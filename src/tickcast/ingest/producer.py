@@ -138,6 +138,7 @@ class PollerState:
     watermarks: dict[str, datetime | None] = field(default_factory=dict)
     published: int = 0
     polls: int = 0
+    repaired: int = 0  # minutes published again because the lake had lost them (see Poller.repair_gaps)
     errors: dict[str, str] = field(default_factory=dict)
     last_poll: datetime | None = None
     source_time: datetime | None = None
@@ -147,6 +148,7 @@ class PollerState:
             "watermarks": {k: v.isoformat() if v else None for k, v in self.watermarks.items()},
             "published": self.published,
             "polls": self.polls,
+            "repaired": self.repaired,
             "errors": self.errors,
             "last_poll": self.last_poll.isoformat() if self.last_poll else None,
             "source_time": self.source_time.isoformat() if self.source_time else None,
@@ -162,12 +164,14 @@ class Poller:
         client: YahooClient,
         publisher: BarPublisher,
         lake_last_ts: Callable[[str], datetime | None] | None = None,
+        lake_minutes: Callable[[str, datetime, datetime], set[datetime]] | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.publisher = publisher
         self.state = PollerState()
         self._lake_last_ts = lake_last_ts
+        self._lake_minutes = lake_minutes
         for symbol in settings.symbols:
             self.state.watermarks[symbol] = None
         self._resumed = False
@@ -268,14 +272,59 @@ class Poller:
             return {sym: sent.get(sym, 0) + again.get(sym, 0) for sym in set(sent) | set(again)}
         return sent
 
+    def repair_gaps(self) -> dict[str, int]:
+        """Publish again the current session's minutes that the lake lacks although it holds later ones.
+
+        The consumer writes each symbol's messages in order, so a minute missing BEFORE the lake's newest one
+        was not merely slow: it was lost after ingestion — e.g. the local Azurite keeps its metadata in memory
+        for up to 5 s, so a ``kill -9`` can undo writes it had acknowledged. The source still has the minute
+        (Yahoo keeps 7 days), so it is published again and the upsert fills the hole. A symbol whose source
+        or lake cannot be read is skipped until the next repair. ``tickcast backfill`` repairs older days.
+        """
+        if self._lake_minutes is None:
+            return {}
+        repaired: dict[str, int] = {}
+        for symbol in self.settings.symbols:
+            try:
+                got = self.client.bars(symbol, range_="1d")
+                if not got.bars:
+                    continue
+                first, last_source = min(b.ts for b in got.bars), max(b.ts for b in got.bars)
+                stored = self._lake_minutes(symbol, first, last_source + MINUTE)
+            except (YahooError, YahooUnavailable) as err:
+                log.warning("%s: gap repair skipped, the source did not answer: %s", symbol, err)
+                continue
+            except Exception as err:  # the lake may be down: the next repair tries again
+                log.warning("%s: gap repair skipped, the lake could not be read: %s", symbol, err)
+                continue
+            if not stored:
+                continue
+            newest = max(stored)
+            holes = [b for b in got.bars if b.ts < newest and b.ts not in stored]
+            if holes:
+                count = self.publisher.publish(holes)
+                log.warning(
+                    "%s: the lake lacked %d minute(s) between %s and %s; published them again",
+                    symbol,
+                    count,
+                    min(b.ts for b in holes).isoformat(),
+                    max(b.ts for b in holes).isoformat(),
+                )
+                repaired[symbol] = count
+        self.state.repaired += sum(repaired.values())
+        return repaired
+
     def run_forever(self, stop: threading.Event) -> None:
-        """Poll on a fixed cadence aligned to minute boundaries (+offset) until ``stop`` is set."""
+        """Poll on a fixed cadence aligned to minute boundaries (+offset) until ``stop`` is set; every
+        ``ingest.repair_every_polls`` polls, repair the lake's holes in the current session."""
         cfg = self.settings.ingest
         while not stop.is_set():
             try:
                 counts = self.poll_once()
                 if any(counts.values()):
                     log.info("published %s", counts)
+                if cfg.repair_every_polls and self.state.polls % cfg.repair_every_polls == 0:
+                    self.repair_gaps()
             except PublishError as err:
                 log.error("%s; the same minutes will be sent again on the next poll", err)
             now = time.time()
@@ -376,7 +425,7 @@ def serve_producer(settings: Settings | None = None, stop: threading.Event | Non
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     lake = Lake.from_settings(s)
-    poller = Poller(s, YahooClient(s), BarPublisher(s), lake_last_ts=lake.last_ts)
+    poller = Poller(s, YahooClient(s), BarPublisher(s), lake_last_ts=lake.last_ts, lake_minutes=lake.minutes)
     handler = type("Handler", (_StatusHandler,), {"poller": poller})
     server = ThreadingHTTPServer((s.stack.host, s.stack.producer_port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

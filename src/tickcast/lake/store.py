@@ -334,6 +334,11 @@ class Lake:
         mask = (df["ts"] >= pd.Timestamp(start)) & (df["ts"] < pd.Timestamp(end))
         return df[mask].reset_index(drop=True)
 
+    def minutes(self, symbol: str, start: datetime, end: datetime) -> set[datetime]:
+        """The minutes stored for ``symbol`` with ``start <= ts < end`` (UTC datetimes)."""
+        df = self.read(symbol, start, end)
+        return set() if df.empty else set(df["ts"].dt.to_pydatetime())
+
     def last_ts(self, symbol: str) -> datetime | None:
         """The newest minute stored for ``symbol`` (reads one day file)."""
         days = self.days(symbol)
