@@ -27,10 +27,11 @@ per level, after ``--warmup`` unmeasured requests):
     ``tests/integration/test_score_contract.py`` does (``<stack.cache>/venvs/aml-serving``, WORKER_COUNT=1);
     skipped with the reason printed when it cannot be built.
 
-Latency is per request as the client sees it (httpx.AsyncClient, one asyncio task per concurrent caller,
-keep-alive connections, all in this process: the client's own cost is included and, on a small machine,
-competes with the servers for CPU). Throughput = measured requests / wall time of the level. Any answer
-other than 200 stops the benchmark. Services log at ``warning`` (no access log), azmlinfsrv at its default.
+Latency is per request as the client sees it (httpx.AsyncClient over the serving hops' aiohttp transport,
+one asyncio task per concurrent caller, keep-alive connections, all in this process: the client's own cost
+is included and, on a small machine, competes with the servers for CPU). Throughput = measured requests /
+wall time of the level. Any answer other than 200 stops the benchmark. Services log at ``warning`` (no
+access log), azmlinfsrv at its default.
 
 Prints a table with the targets beside the figures and writes them (with the machine) to a JSON file.
 Targets: score p50 <= 1 ms; full path at concurrency 16 p50 <= 10 ms, p99 <= 50 ms and >= 300 req/s;
@@ -61,6 +62,7 @@ import pytest
 from tests.unit.test_score import SCORE_PY, SYMBOLS, load_score, request_body, write_model
 
 from bench.common import free_ports, machine, percentile
+from tickcast.serving.http_transport import AiohttpTransport
 from tickcast.settings import PROJECT_ROOT
 
 ENDPOINT_KEY = "bench-endpoint-key"
@@ -163,7 +165,8 @@ async def _load(
     url: str, headers: dict[str, str], body: bytes, concurrency: int, requests: int, warmup: int
 ) -> dict[str, float | int]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30.0, limits=limits, headers=headers) as client:
+    transport = AiohttpTransport(max_connections=limits.max_connections or 100)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits, headers=headers, transport=transport) as client:
 
         async def batch(total: int) -> tuple[list[float], float]:
             left = [total]

@@ -1,9 +1,9 @@
 """The local API Management gateway: a reverse proxy that enforces ``cloud/apim/policy.xml``.
 
 Every method and path is forwarded to the backend (the Function app, ``settings.function_url``) through
-one shared :class:`httpx.AsyncClient` (created at startup, closed at shutdown, keep-alive pooled, with
-timeouts), after the same checks APIM makes, in APIM's order and with APIM's error bodies
-(``{"statusCode": N, "message": "..."}``):
+one shared :class:`httpx.AsyncClient` over aiohttp (:mod:`tickcast.serving.http_transport`; created at
+startup, closed at shutdown, keep-alive pooled, with timeouts), after the same checks APIM makes, in
+APIM's order and with APIM's error bodies (``{"statusCode": N, "message": "..."}``):
 
 1. **Subscription key** (the API's ``subscriptionRequired``, always on): header ``Ocp-Apim-Subscription-Key``,
    else query parameter ``subscription-key``. Missing → 401 "missing subscription key", unknown → 401
@@ -53,6 +53,7 @@ from emulators.apim.policy import (
     SetQueryParameter,
     load_policy,
 )
+from tickcast.serving.http_transport import AiohttpTransport
 from tickcast.settings import Settings, get_settings
 
 log = logging.getLogger("emulators.apim")
@@ -211,7 +212,7 @@ class Gateway:
     def open_client(self) -> httpx.AsyncClient:
         if self.client is None:
             self.client = httpx.AsyncClient(
-                transport=self._transport,
+                transport=self._transport or AiohttpTransport(),
                 timeout=httpx.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s)),
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
                 follow_redirects=False,

@@ -8,7 +8,8 @@
   :mod:`tickcast.lake.store`), cleaned (sorted, one row per minute, invalid rows dropped) and capped to the
   last :data:`LAKE_BARS` bars. The API does not know the deployed model's ``bars_needed``, so it sends the
   whole latest session; a regular session is 390 minutes, so the cap only trims extended hours.
-* :class:`EndpointClient` — ONE pooled ``httpx.AsyncClient`` for ``POST {settings.endpoint_url}/score``,
+* :class:`EndpointClient` — ONE pooled ``httpx.AsyncClient`` (over aiohttp:
+  :mod:`tickcast.serving.http_transport`) for ``POST {settings.endpoint_url}/score``,
   authenticated with ``Authorization: Bearer <serving.endpoint_key>`` in profile local and with an Entra ID
   token for :data:`AML_SCOPE` from :func:`tickcast.azure.credential` (managed identity) in profile cloud
   (:class:`BearerToken` caches it until :data:`TOKEN_REFRESH_MARGIN_S` before it expires; the credential is
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import httpx
 from pydantic import ValidationError
 
+from tickcast.serving.http_transport import AiohttpTransport
 from tickcast.serving.schema import (
     INVALID_REQUEST,
     MODEL_NOT_LOADED,
@@ -484,7 +486,7 @@ class EndpointClient:
             self._client = httpx.AsyncClient(
                 base_url=self.base_url,
                 timeout=self.timeout,
-                transport=self.transport,
+                transport=self.transport or AiohttpTransport(),
                 headers={"Accept": "application/json", "User-Agent": "tickcast-api"},
                 follow_redirects=False,
             )
