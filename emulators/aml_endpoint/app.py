@@ -40,7 +40,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emulators.aml_endpoint.deployments import SCORE_SCRIPT, Deployments, EndpointError, ModelLoader
 from tickcast.serving.schema import DEPLOYMENT_HEADER, MODEL_ERROR_REASON_HEADER, MODEL_ERROR_STATUS_HEADER
@@ -111,6 +112,17 @@ def _phrase(status: int) -> str:
         return "Unknown"
 
 
+class _Guard:
+    """A pure ASGI middleware that hands each request to ``check(scope, receive, send, inner_app)``."""
+
+    def __init__(self, app: ASGIApp, check: Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]) -> None:
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.check(scope, receive, send, self.app)
+
+
 def _arm_error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
@@ -153,21 +165,30 @@ def create_app(
     app = FastAPI(title="tickcast AML online endpoint stand-in", version="1", lifespan=lifespan)
     app.state.deployments = deployments
 
-    def authorised(request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    def authorised(header: str) -> bool:
+        scheme, _, token = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key)
 
-    @app.middleware("http")
-    async def require_key(request: Request, call_next: Any) -> Any:
-        if request.url.path == "/" or authorised(request):
-            return await call_next(request)
+    def refusal(path: str) -> Response:
         message = "missing or invalid key: send Authorization: Bearer <endpoint key> (TICKCAST_SERVING__ENDPOINT_KEY)"
         headers = {"WWW-Authenticate": "Bearer"}
-        if request.url.path == "/score":
+        if path == "/score":
             return JSONResponse({"message": message}, status_code=401, headers=headers)
         response = _arm_error(401, "Unauthorized", message)
         response.headers.update(headers)
         return response
+
+    async def require_key(scope: Scope, receive: Receive, send: Send, inner: ASGIApp) -> None:
+        """Every path but ``GET /`` needs the key. A plain ASGI wrapper: per request it costs a header lookup,
+        where FastAPI's ``@app.middleware("http")`` costs a task and a streamed copy of the response."""
+        if scope["type"] == "http" and scope["path"] != "/":
+            header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+            if not authorised(header):
+                await refusal(scope["path"])(scope, receive, send)
+                return
+        await inner(scope, receive, send)
+
+    app.add_middleware(_Guard, check=require_key)
 
     @app.exception_handler(EndpointError)
     async def endpoint_error(_: Request, err: EndpointError) -> JSONResponse:
