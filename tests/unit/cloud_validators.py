@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 from tickcast.settings import PROJECT_ROOT
 
 ARM = PROJECT_ROOT / "cloud" / "arm"
@@ -32,3 +34,13 @@ def load_module(name: str, path: Path) -> ModuleType:
 arm_checks = load_module("arm_checks", VALIDATE / "arm_checks.py")
 tool_venv = load_module("tool_venv", VALIDATE / "tool_venv.py")
 build = load_module("tickcast_arm_build", ARM / "build.py")
+
+
+@pytest.fixture(scope="module")
+def tool_python() -> Path:
+    """The python of the checkov + SDK venv (built once, cached); skips with the reason if the index is unreachable."""
+    try:
+        python: Path = tool_venv.ensure_tool_venv()
+    except tool_venv.IndexUnreachableError as err:
+        pytest.skip(str(err))
+    return python

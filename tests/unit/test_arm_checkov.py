@@ -29,20 +29,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.cloud_validators import ARM, PIPELINE, VALIDATE, arm_checks, tool_venv
+from tests.unit.cloud_validators import ARM, PIPELINE, VALIDATE, arm_checks
 from tickcast.settings import PROJECT_ROOT
 
 Template = dict[str, Any]
 LAKE = "[variables('lakeAccountName')]"
-
-
-@pytest.fixture(scope="module")
-def tool_python() -> Path:
-    try:
-        python: Path = tool_venv.ensure_tool_venv()
-    except tool_venv.IndexUnreachableError as err:
-        pytest.skip(str(err))
-    return python
 
 
 def scan(python: Path, *directories: Path) -> dict[str, Any]:

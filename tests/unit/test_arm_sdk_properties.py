@@ -20,18 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cloud_validators import ARM, VALIDATE, tool_venv
+from tests.unit.cloud_validators import ARM, VALIDATE
 
 Template = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def tool_python() -> Path:
-    try:
-        python: Path = tool_venv.ensure_tool_venv()
-    except tool_venv.IndexUnreachableError as err:
-        pytest.skip(str(err))
-    return python
 
 
 def find(t: Template, type_: str, name_part: str = "") -> dict[str, Any]:
