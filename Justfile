@@ -21,7 +21,7 @@ stack: _bootstrap
 down: _bootstrap
     {{bin}}/tickcast down
 
-# a table of the local stack: service, URL, PID, healthy, uptime
+# the stack (service, URL, PID, healthy, uptime) and the pipeline (lake freshness, lag, model, traffic)
 status: _bootstrap
     {{bin}}/tickcast status
 
