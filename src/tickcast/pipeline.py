@@ -46,6 +46,19 @@ def _stage(result: MainJobResult, name: str, report: Report, fn: Callable[[], st
     report(f"    done in {time.monotonic() - t0:.1f}s: {detail}")
 
 
+def newest_closed(settings: Settings) -> dict[str, datetime]:
+    """The newest closed minute per symbol that the source serves now (symbols without bars are left out)."""
+    from tickcast.market.yahoo import YahooClient
+
+    marks: dict[str, datetime] = {}
+    with YahooClient(settings) as client:
+        for sym in settings.symbols:
+            got = client.bars(sym, range_="1d")
+            if got.bars:
+                marks[sym] = max(b.ts for b in got.bars)
+    return marks
+
+
 def wait_for_lake(settings: Settings, until: dict[str, datetime], timeout_s: float) -> dict[str, datetime | None]:
     """Poll the lake until every symbol's newest minute reaches ``until`` (what the backfill published)."""
     from tickcast.lake.store import Lake
@@ -84,13 +97,7 @@ def run_main_job(
         rep = backfill(settings, days)
         if rep.errors:
             raise PipelineError(f"backfill: {rep.errors}")
-        from tickcast.market.yahoo import YahooClient
-
-        with YahooClient(settings) as client:
-            for sym in settings.symbols:
-                got = client.bars(sym, range_="1d")
-                if got.bars:
-                    marks[sym] = max(b.ts for b in got.bars)
+        marks.update(newest_closed(settings))
         return f"{rep.bars} bars of {days} days for {', '.join(rep.per_symbol)} published to Kafka"
 
     def do_ingest() -> str:

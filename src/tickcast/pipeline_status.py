@@ -252,12 +252,17 @@ def renderables(snap: PipelineSnapshot) -> list[Any]:
     def problem(p: Problem) -> str:
         return f"[red]{p.part}: unreachable[/red] ({p.reason})"
 
+    def table(title: str, *columns: str) -> Table:
+        t = Table(title=title)
+        for col in columns:
+            t.add_column(col)
+        return t
+
     if isinstance(snap.lake, Problem):
         out.append(problem(snap.lake))
     else:
-        lake = Table(title=f"lake: newest bar per symbol (age on the {snap.lake.clock} clock, {_when(snap.lake.now)})")
-        for col in ("symbol", "last bar", "age", "fresh"):
-            lake.add_column(col)
+        title = f"lake: newest bar per symbol (age on the {snap.lake.clock} clock, {_when(snap.lake.now)})"
+        lake = table(title, "symbol", "last bar", "age", "fresh")
         for row in snap.lake.symbols:
             fresh = "[green]yes[/green]" if row.fresh else "[yellow]no[/yellow]"
             lake.add_row(
@@ -272,9 +277,7 @@ def renderables(snap: PipelineSnapshot) -> list[Any]:
         out.append(problem(snap.model))
     else:
         m = snap.model
-        model = Table(title="model")
-        for col in ("", "version / run", "when", "RMSE model", "RMSE persistence", "skill vs persistence"):
-            model.add_column(col)
+        model = table("model", "", "version / run", "when", "RMSE model", "RMSE persistence", "skill vs persistence")
         model.add_row(
             "last training",
             (m.last_run_id or "-")[:12],
@@ -295,9 +298,7 @@ def renderables(snap: PipelineSnapshot) -> list[Any]:
     if isinstance(snap.endpoint, Problem):
         out.append(problem(snap.endpoint))
     else:
-        endpoint = Table(title=f"endpoint {snap.endpoint.url}")
-        for col in ("deployment", "model version", "state", "traffic"):
-            endpoint.add_column(col)
+        endpoint = table(f"endpoint {snap.endpoint.url}", "deployment", "model version", "state", "traffic")
         for d in snap.endpoint.deployments:
             endpoint.add_row(d["name"], str(d["model_version"]), str(d["state"]), f"{d['traffic']} %")
         out.append(endpoint)

@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 from tickcast.lake.store import Lake
-from tickcast.pipeline import MainJobResult, run_main_job
+from tickcast.pipeline import MainJobResult, newest_closed, run_main_job, wait_for_lake
 from tickcast.settings import PROJECT_ROOT, Settings
 from tickcast.stack import procs
 
@@ -65,9 +65,10 @@ def pipeline(stack: Settings) -> Iterator[Pipeline]:
 
 
 def predict(settings: Settings, symbol: str, key: str | None = "default") -> httpx.Response:
-    headers = {KEY_HEADER: settings.gateway_client_key() or ""} if key == "default" else {}
-    if key not in (None, "default"):
-        headers = {KEY_HEADER: key}
+    """GET a prediction through the gateway with the configured key, another ``key``, or none (``None``)."""
+    if key == "default":
+        key = settings.gateway_client_key()
+    headers = {KEY_HEADER: key} if key is not None else {}
     return httpx.get(f"{settings.gateway_url}/api/predictions/{symbol}", headers=headers, timeout=10)
 
 
@@ -119,32 +120,6 @@ def tickcast_up() -> str:
     )
     assert done.returncode == 0, f"tickcast up failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
-
-
-def newest_closed(settings: Settings) -> dict[str, datetime]:
-    """The newest closed minute per symbol that the source (the emulator) serves right now."""
-    from tickcast.market.yahoo import YahooClient
-
-    out: dict[str, datetime] = {}
-    with YahooClient(settings) as client:
-        for sym in settings.symbols:
-            got = client.bars(sym, range_="1d")
-            assert got.bars, f"the emulator serves no bars of {sym}"
-            out[sym] = max(b.ts for b in got.bars)
-    return out
-
-
-def wait_for_lake(settings: Settings, until: dict[str, datetime], deadline_s: float = RECOVERY_S) -> None:
-    lake = Lake.from_settings(settings)
-    deadline = time.monotonic() + deadline_s
-    behind: dict[str, object] = {}
-    while time.monotonic() < deadline:
-        last = {sym: lake.last_ts(sym) for sym in until}
-        behind = {s: last[s] for s in until if last[s] is None or last[s] < until[s]}  # type: ignore[operator]
-        if not behind:
-            return
-        time.sleep(2.0)
-    raise AssertionError(f"the lake did not catch up within {deadline_s:.0f}s: behind {behind}, want {until}")
 
 
 # --- the main job -------------------------------------------------------------------------------------
@@ -211,7 +186,9 @@ def test_status_shows_the_pipeline(pipeline: Pipeline) -> None:
 def one_minute_later(settings: Settings) -> dict[str, datetime]:
     """Per symbol, the minute after the newest closed one: it can only reach the lake through the whole path
     (emulator clock -> producer poll -> broker -> ingest run -> lake) after the fault."""
-    return {sym: ts + timedelta(minutes=1) for sym, ts in newest_closed(settings).items()}
+    marks = newest_closed(settings)
+    assert set(marks) == set(settings.symbols), f"the emulator serves no bars for {set(settings.symbols) - set(marks)}"
+    return {sym: ts + timedelta(minutes=1) for sym, ts in marks.items()}
 
 
 def test_kill_9_the_broker_during_an_ingest_run(pipeline: Pipeline) -> None:
@@ -224,7 +201,7 @@ def test_kill_9_the_broker_during_an_ingest_run(pipeline: Pipeline) -> None:
     target = one_minute_later(s)
     assert served_version(s) == pipeline.production, "serving does not need the broker"
     tickcast_up()
-    wait_for_lake(s, target)
+    wait_for_lake(s, target, RECOVERY_S)
     assert served_version(s) == pipeline.production
 
 
@@ -236,7 +213,7 @@ def test_kill_9_azurite_and_the_endpoint(pipeline: Pipeline) -> None:
     assert down.status_code == 503 and down.headers.get("retry-after"), (down.status_code, down.text)
     tickcast_up()
     assert served_version(s) == pipeline.production, "the endpoint comes back with the same deployment"
-    wait_for_lake(s, target)
+    wait_for_lake(s, target, RECOVERY_S)
 
 
 def test_kill_9_a_running_ingest_task_is_retried(pipeline: Pipeline) -> None:
@@ -290,7 +267,8 @@ def test_after_the_faults_the_lake_has_every_minute_once(pipeline: Pipeline) -> 
 
     s = pipeline.settings
     until = newest_closed(s)
-    wait_for_lake(s, until)
+    assert set(until) == set(s.symbols), f"the emulator serves no bars for {set(s.symbols) - set(until)}"
+    wait_for_lake(s, until, RECOVERY_S)
     lake = Lake.from_settings(s)
     deadline = time.monotonic() + RECOVERY_S
     problems: dict[str, str] = {s.symbols[0]: "not checked"}
