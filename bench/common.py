@@ -8,7 +8,7 @@ from typing import Any
 
 import psutil
 
-from tickcast.stack.procs import free_ports
+from tickcast_dev.stack.procs import free_ports
 
 __all__ = ["free_ports", "machine", "percentile", "stack_ports"]
 

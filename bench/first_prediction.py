@@ -9,7 +9,7 @@
    stages' own timings are read from ``tickcast run``'s output. Target: <= 3 min on 2 cores.
 2. **Install on an empty cache** (``--install``): a clone of this checkout's HEAD in a temporary folder with
    empty pip, uv and stack caches: ``local/bootstrap.sh`` (uv, just, ``uv sync`` of the locked venv) and
-   the stack's own installs (``tickcast.stack.install``: Node packages such as Azurite), timed separately.
+   the stack's own installs (``tickcast_dev.stack.install``: Node packages such as Azurite), timed separately.
    Needs the package indexes; takes minutes.
 
 Prints a table and writes the figures (with the machine they ran on) to a JSON file, with what ``tickcast run``
@@ -102,7 +102,7 @@ def install_on_empty_cache() -> dict[str, Any]:
         }
         bootstrap_s, _ = run(["bash", "local/bootstrap.sh"], env, clone, 3600)
         code = (
-            "from tickcast.settings import load_settings; from tickcast.stack.install import INSTALLERS, "
+            "from tickcast.settings import load_settings; from tickcast_dev.stack.install import INSTALLERS, "
             "ensure_installed; print(ensure_installed(set(INSTALLERS), load_settings()))"
         )
         stack_s, _ = run([str(clone / ".venv" / "bin" / "python"), "-c", code], env, clone, 3600)

@@ -76,8 +76,8 @@ from tickcast.lake.store import Lake
 from tickcast.market.bar import Bar
 from tickcast.market.yahoo import YahooClient
 from tickcast.settings import Settings, load_settings
-from tickcast.stack.hooks import create_topics
-from tickcast.stack.supervisor import Supervisor
+from tickcast_dev.stack.hooks import create_topics
+from tickcast_dev.stack.supervisor import Supervisor
 
 log = logging.getLogger("bench.ingest")
 

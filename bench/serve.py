@@ -17,7 +17,7 @@ per level, after ``--warmup`` unmeasured requests):
     ``deployments/blue/version.txt``), so it loads the model at start without MLflow;
 (c) ``full``: gateway -> function -> endpoint, ``POST /api/predict`` with the bars in the body, through the
     APIM gateway stand-in (``python -m emulators.apim``, ``Ocp-Apim-Subscription-Key`` = the first
-    subscription key) in front of the function app (``uvicorn tickcast.serving.api:app_factory --factory``,
+    subscription key) in front of the function app (``uvicorn tickcast.api.app:app_factory --factory``,
     ``TICKCAST_SERVING__ENDPOINT_URL`` = the stand-in of (b)). The policy's limits (cloud/apim/policy.xml:
     120 calls / 60 s and 10,000 / day per subscription) would answer 429 within a second, so the gateway
     runs a temporary copy of the policy with every ``calls="N"`` raised to 1,000,000,000 (``--policy``);
@@ -62,7 +62,7 @@ import pytest
 from tests.unit.test_score import SCORE_PY, SYMBOLS, load_score, request_body, write_model
 
 from bench.common import free_ports, machine, percentile
-from tickcast.serving.http_transport import AiohttpTransport
+from tickcast.endpoint.http_transport import AiohttpTransport
 from tickcast.settings import PROJECT_ROOT
 
 ENDPOINT_KEY = "bench-endpoint-key"
@@ -422,7 +422,7 @@ def main() -> None:
             for r in http_levels(endpoint_url + "/score", auth, body, levels, args.requests, args.warmup, cpu):
                 runs.append({"name": "endpoint", **r})
 
-            function_cmd = [py, "-m", "uvicorn", "tickcast.serving.api:app_factory", "--factory"]
+            function_cmd = [py, "-m", "uvicorn", "tickcast.api.app:app_factory", "--factory"]
             function_cmd += ["--host", "127.0.0.1", "--port", str(function_port), "--log-level", "warning"]
             gateway_cmd = [py, "-m", "emulators.apim", "--host", "127.0.0.1", "--port", str(gateway_port)]
             gateway_cmd += ["--backend", function_url, "--policy", str(raised_policy(root / "policy.xml"))]

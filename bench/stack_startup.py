@@ -28,8 +28,8 @@ import psutil
 
 from bench.common import stack_ports
 from tickcast.settings import load_settings
-from tickcast.stack import procs
-from tickcast.stack.supervisor import Supervisor
+from tickcast_dev.stack import procs
+from tickcast_dev.stack.supervisor import Supervisor
 
 
 def rss_by_service(sup: Supervisor) -> dict[str, float]:

@@ -43,7 +43,7 @@ def retrain_cycle_benchmark(n_symbols: int, days: int) -> dict[str, Any]:
     from tickcast.lake.store import Lake
     from tickcast.registry.mlflow_registry import Registry
     from tickcast.retrain import retrain_cycle, train_and_register
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack.supervisor import Supervisor
 
     symbols = [f"B{i:02d}" for i in range(n_symbols)]
     with tempfile.TemporaryDirectory(prefix="tickcast-bench-train-") as home:
@@ -87,8 +87,8 @@ def retrain_cycle_benchmark(n_symbols: int, days: int) -> dict[str, Any]:
 
 def skill_row(name: str, bars: pd.DataFrame, oracle: Any = None) -> dict[str, Any]:
     from tickcast.model.training import train
-    from tickcast.registry.promotion import decide
     from tickcast.retrain import scores_of
+    from tickcast.validation.gate import decide
 
     cfg = load_settings(_env_file=None).model
     t0 = time.monotonic()

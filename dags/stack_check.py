@@ -22,7 +22,7 @@ from airflow.sdk import dag, task
 def stack_check() -> None:
     @task(retries=0)
     def reach_services() -> dict[str, list[str]]:
-        from tickcast.stack.reachability import reach_all
+        from tickcast_dev.stack.reachability import reach_all
 
         return reach_all()
 

@@ -14,7 +14,7 @@ Data plane (``Authorization: Bearer <settings.serving.endpoint_key>`` on everyth
     with ``model_errors="aml"`` (default) the status becomes **424** with the container's status in
     ``ms-azureml-model-error-statuscode`` and its reason phrase in ``ms-azureml-model-error-reason``, the body
     untouched — what a real AML online endpoint documents ("Model Error"); with ``model_errors="passthrough"``
-    the container's status is returned as is. :func:`tickcast.serving.schema.model_status` reads both;
+    the container's status is returned as is. :func:`tickcast.scoring.contract.model_status` reads both;
   - 408 ``{"message": ...}`` when ``run()`` takes longer than ``settings.serving.request_timeout_ms`` (AML's
     ``request_timeout_ms``; the stuck thread is left to finish);
   - 404 ``{"message": "No valid deployments to route to. ..."}`` when no deployment has a positive weight
@@ -52,7 +52,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emulators.aml_endpoint.deployments import SCORE_SCRIPT, Deployments, EndpointError, ModelLoader
-from tickcast.serving.schema import DEPLOYMENT_HEADER, MODEL_ERROR_REASON_HEADER, MODEL_ERROR_STATUS_HEADER
+from tickcast.scoring.contract import DEPLOYMENT_HEADER, MODEL_ERROR_REASON_HEADER, MODEL_ERROR_STATUS_HEADER
 from tickcast.settings import Settings, get_settings
 
 log = logging.getLogger("emulators.aml_endpoint")
@@ -137,7 +137,7 @@ def create_app(
     model_errors: ModelErrors = "aml",
 ) -> FastAPI:
     """The stand-in. ``model_loader(version) -> folder`` replaces the MLflow download (tests);
-    ``score_script`` replaces ``src/tickcast/serving/score.py`` (AML's ``scoring_script``); ``seed`` makes the
+    ``score_script`` replaces ``src/tickcast/scoring/score.py`` (AML's ``scoring_script``); ``seed`` makes the
     weighted routing reproducible; ``model_errors`` chooses how score.py's non-200 answers reach the caller.
     """
     cfg = settings or get_settings()

@@ -41,7 +41,7 @@ log = logging.getLogger("emulators.aml_endpoint")
 ModelLoader = Callable[[str], Path]
 ProvisioningState = Literal["Succeeded", "Failed"]
 
-SCORE_SCRIPT = Path(__file__).resolve().parents[2] / "src" / "tickcast" / "serving" / "score.py"
+SCORE_SCRIPT = Path(__file__).resolve().parents[2] / "src" / "tickcast" / "scoring" / "score.py"
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"

@@ -1,7 +1,7 @@
 """The local API Management gateway: a reverse proxy that enforces ``cloud/apim/policy.xml``.
 
 Every method and path is forwarded to the backend (the Function app, ``settings.function_url``) through
-one shared :class:`httpx.AsyncClient` over aiohttp (:mod:`tickcast.serving.http_transport`; created at
+one shared :class:`httpx.AsyncClient` over aiohttp (:mod:`tickcast.endpoint.http_transport`; created at
 startup, closed at shutdown, keep-alive pooled, with timeouts), after the same checks APIM makes, in
 APIM's order and with APIM's error bodies (``{"statusCode": N, "message": "..."}``):
 
@@ -53,7 +53,7 @@ from emulators.apim.policy import (
     SetQueryParameter,
     load_policy,
 )
-from tickcast.serving.http_transport import AiohttpTransport
+from tickcast.endpoint.http_transport import AiohttpTransport
 from tickcast.settings import Settings, get_settings
 
 log = logging.getLogger("emulators.apim")

@@ -1,6 +1,6 @@
 """The ``tickcast`` command: the user's entry point to the local stack, the pipeline and the cloud deploy.
 
-Commands stay thin: they read settings, call into ``tickcast.stack`` and print with rich.
+Commands stay thin: they read settings, call into ``tickcast_dev.stack`` and print with rich.
 Heavy libraries are imported inside the commands that need them, so ``tickcast --help`` is instant.
 """
 
@@ -35,7 +35,7 @@ def _settings() -> Settings:
 
 
 def _supervisor(settings: Settings):  # type: ignore[no-untyped-def]
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack.supervisor import Supervisor
 
     return Supervisor(settings, report=lambda msg: console.print(f"  {msg}"))
 
@@ -69,8 +69,8 @@ def up(
     ] = False,
 ) -> None:
     """Install what is missing, start the local stack and wait until every service is healthy."""
-    from tickcast.stack.install import InstallError
-    from tickcast.stack.supervisor import StackError
+    from tickcast_dev.stack.install import InstallError
+    from tickcast_dev.stack.supervisor import StackError
 
     if tape:  # the services inherit the setting; a running emulator keeps its mode until `tickcast down`
         os.environ["TICKCAST_EMULATOR__MODE"] = "tape"
@@ -109,7 +109,7 @@ def status(
     settings = _settings()
     healthy = _print_status(_supervisor(settings).status())
     if not stack_only:
-        from tickcast.pipeline_status import renderables, snapshot
+        from tickcast_dev.status import renderables, snapshot
 
         for item in renderables(snapshot(settings)):
             console.print(item)
@@ -124,8 +124,8 @@ def logs(
     lines: Annotated[int, typer.Option("-n", "--lines", help="lines to show")] = 50,
 ) -> None:
     """Show a service's log."""
-    from tickcast.stack.definition import load_stack
-    from tickcast.stack.supervisor import tail
+    from tickcast_dev.stack.definition import load_stack
+    from tickcast_dev.stack.supervisor import tail
 
     settings = _settings()
     known = list(load_stack())
@@ -152,7 +152,7 @@ def logs(
 @app.command()
 def doctor() -> None:
     """Check this machine for what the stack needs; every problem comes with its fix."""
-    from tickcast.stack.doctor import run_checks
+    from tickcast_dev.stack.doctor import run_checks
 
     settings = _settings()
     table = Table(title="tickcast doctor")
@@ -254,7 +254,7 @@ def ingest(
 
 
 def _print_verdict(verdict: object) -> None:
-    from tickcast.registry.promotion import Verdict
+    from tickcast.validation.gate import Verdict
 
     assert isinstance(verdict, Verdict)
     table = Table(title="challenger vs champion vs persistence (held-out minutes unseen by both)")
@@ -329,7 +329,7 @@ def run_main(
     days: Annotated[int, typer.Option(min=1, max=7, help="calendar days of history to backfill (7 = ~5 sessions)")] = 7,
 ) -> None:
     """The main job on a running stack: backfill, ingest, retrain + deploy, and a prediction via the gateway."""
-    from tickcast.pipeline import PipelineError, run_main_job
+    from tickcast_dev.main_job import PipelineError, run_main_job
 
     settings = _settings()
     _logging()
@@ -370,7 +370,7 @@ def predict(symbol: Annotated[str, typer.Argument(help="ticker, e.g. SPY")]) -> 
     """One prediction through the API gateway (local stack, or the cloud with TICKCAST_GATEWAY__URL/CLIENT_KEY)."""
     import json
 
-    from tickcast.serving.smoke import predict as call
+    from tickcast.api.client import predict as call
 
     settings = _settings()
     try:
@@ -386,7 +386,7 @@ def smoke(
     key: Annotated[str | None, typer.Option(help="subscription key (default: TICKCAST_GATEWAY__CLIENT_KEY)")] = None,
 ) -> None:
     """Scripted smoke calls through the gateway: a prediction per symbol, 401 without a key, 422, 404."""
-    from tickcast.serving.smoke import smoke as run_smoke
+    from tickcast.api.client import smoke as run_smoke
 
     settings = _settings()
     report = run_smoke(url or settings.gateway_url, key or settings.gateway_client_key(), settings.symbols, timeout=30)
@@ -398,7 +398,7 @@ def smoke(
 @app.command()
 def deploy(version: Annotated[str, typer.Argument(help="registered model version to serve")]) -> None:
     """Blue/green: the version goes to the idle colour, is smoke-tested, takes the traffic, then becomes production."""
-    from tickcast.serving.deploy import DeployError, deployer_for
+    from tickcast.release.deploy import DeployError, deployer_for
 
     settings = _settings()
     _logging()
@@ -413,7 +413,7 @@ def deploy(version: Annotated[str, typer.Argument(help="registered model version
 @app.command()
 def rollback() -> None:
     """Serve the `previous` version again (blue/green, smoke-tested); the aliases swap back."""
-    from tickcast.serving.deploy import DeployError, deployer_for
+    from tickcast.release.deploy import DeployError, deployer_for
 
     settings = _settings()
     _logging()
@@ -575,7 +575,7 @@ def stack_compose(
     check: Annotated[bool, typer.Option("--check", help="fail if the file differs instead of writing")] = False,
 ) -> None:
     """Write docker-compose.local.yml from local/stack.toml (or check that it is current)."""
-    from tickcast.stack.compose import render_compose
+    from tickcast_dev.stack.compose import render_compose
 
     text = render_compose(_settings())
     if check:

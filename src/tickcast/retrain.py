@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tickcast.lake.store import Lake
     from tickcast.model.training import OracleFn, TrainingResult
     from tickcast.registry.mlflow_registry import Registry
-    from tickcast.registry.promotion import Verdict
+    from tickcast.validation.gate import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def data_summary(settings: Settings, lake: Lake | None = None) -> DataSummary:
 
 def default_deployer(settings: Settings | None = None) -> Deployer:
     """How a positive verdict is deployed: blue/green on the endpoint, smoke-tested, then the alias moves."""
-    from tickcast.serving.deploy import deployer_for
+    from tickcast.release.deploy import deployer_for
 
     return deployer_for(settings or get_settings())
 
@@ -155,7 +155,7 @@ def train_and_register(
 def scores_of(frame: pd.DataFrame, column: str) -> Any:
     """Scores of one forecaster column of a frame with next_close and last_close (persistence: last_close)."""
     from tickcast.model.evaluation import diebold_mariano, forecast_metrics
-    from tickcast.registry.promotion import Scores
+    from tickcast.validation.gate import Scores
 
     actual, last = frame["next_close"].to_numpy(), frame["last_close"].to_numpy()
     m = forecast_metrics(actual, frame[column].to_numpy(), last)
@@ -178,7 +178,7 @@ def judge(
     from tickcast.lake.store import Lake
     from tickcast.model.predictor import Predictor
     from tickcast.registry.mlflow_registry import CHALLENGER, PRODUCTION, Registry, RegistryError
-    from tickcast.registry.promotion import decide
+    from tickcast.validation.gate import decide
 
     s = settings or get_settings()
     registry = registry or Registry(s)

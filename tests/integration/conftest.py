@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tickcast.settings import Settings, StackSettings, get_settings, load_settings
-from tickcast.stack.procs import free_ports
+from tickcast_dev.stack.procs import free_ports
 
 _choice: tuple[str, str] | None = None
 
@@ -67,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
             get_settings.cache_clear()
         return
 
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack.supervisor import Supervisor
 
     home = tmp_path_factory.mktemp("stack")
     port_fields = [name for name in StackSettings.model_fields if name.endswith("_port")]
@@ -102,8 +102,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 def _stack_processes(sup: object) -> list[psutil.Process]:
-    from tickcast.stack import procs
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack import procs
+    from tickcast_dev.stack.supervisor import Supervisor
 
     assert isinstance(sup, Supervisor)
     out: list[psutil.Process] = []
@@ -150,7 +150,7 @@ def run_dag_test(
     import sys
 
     from tickcast.settings import PROJECT_ROOT
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack.supervisor import Supervisor
 
     if stack_flavour()[0] != "processes":
         pytest.skip("dag.test() needs the process stack's Airflow home")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Protocol
 
 from tickcast.settings import Settings, load_settings
-from tickcast.stack.compose import render_compose
-from tickcast.stack.definition import REPO_ROOT, load_stack, topological_order
-from tickcast.stack.hooks import HOOKS
+from tickcast_dev.stack.compose import render_compose
+from tickcast_dev.stack.definition import REPO_ROOT, load_stack, topological_order
+from tickcast_dev.stack.hooks import HOOKS
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.local.yml"
 PING_TIMEOUT_S = 3

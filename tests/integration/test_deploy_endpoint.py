@@ -31,7 +31,7 @@ import pytest
 from tests.unit.test_score import make_bars, preprocessing_json, write_model
 from tickcast.lake.store import COLUMNS, Lake
 from tickcast.settings import PROJECT_ROOT, Settings
-from tickcast.stack.procs import free_ports
+from tickcast_dev.stack.procs import free_ports
 
 
 def free_port() -> int:
@@ -160,9 +160,9 @@ def standin(cfg: Settings, tmp_path: Path) -> Iterator[StandInProcess]:
 def test_deploy_restart_failed_deploy_and_rollback(
     cfg: Settings, versions: dict[str, str], lake_bars: list[dict[str, object]], standin: StandInProcess
 ) -> None:
+    from tickcast.endpoint.client import EndpointClient
     from tickcast.registry.mlflow_registry import Registry
-    from tickcast.serving.deploy import DeployError, LocalEndpointDeployer
-    from tickcast.serving.endpoint_client import EndpointClient
+    from tickcast.release.deploy import DeployError, LocalEndpointDeployer
 
     t0 = time.monotonic()
     settings = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"endpoint_url": standin.url})})

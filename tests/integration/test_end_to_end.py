@@ -32,9 +32,9 @@ import psutil
 import pytest
 
 from tickcast.lake.store import Lake
-from tickcast.pipeline import MainJobResult, newest_closed, run_main_job, wait_for_lake
 from tickcast.settings import PROJECT_ROOT, Settings
-from tickcast.stack import procs
+from tickcast_dev.main_job import MainJobResult, newest_closed, run_main_job, wait_for_lake
+from tickcast_dev.stack import procs
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(stack: Settings) -> Iterator[Pipeline]:
-    from tickcast.orchestration import AirflowClient
+    from tickcast_dev.airflow_client import AirflowClient
 
     result = run_main_job(stack, days=7, report=print)
     with AirflowClient(stack) as af:
@@ -95,7 +95,7 @@ def served_version(settings: Settings, deadline_s: float = 180.0) -> str:
 
 def kill_9(settings: Settings, *services: str) -> None:
     """SIGKILL each service's whole process tree, as a crash would leave it (no clean shutdown)."""
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack.supervisor import Supervisor
 
     sup = Supervisor(settings, report=lambda _: None)
     for name in services:
@@ -150,7 +150,7 @@ def test_the_gateway_refuses_a_call_without_a_valid_key(pipeline: Pipeline) -> N
 
 
 def test_status_shows_the_pipeline(pipeline: Pipeline) -> None:
-    from tickcast.pipeline_status import EndpointView, LakeView, ModelView, snapshot
+    from tickcast_dev.status import EndpointView, LakeView, ModelView, snapshot
 
     s = pipeline.settings
     snap = snapshot(s)
@@ -192,7 +192,7 @@ def one_minute_later(settings: Settings) -> dict[str, datetime]:
 
 
 def test_kill_9_the_broker_during_an_ingest_run(pipeline: Pipeline) -> None:
-    from tickcast.orchestration import AirflowClient
+    from tickcast_dev.airflow_client import AirflowClient
 
     s = pipeline.settings
     with AirflowClient(s) as af:
@@ -217,7 +217,7 @@ def test_kill_9_azurite_and_the_endpoint(pipeline: Pipeline) -> None:
 
 
 def test_kill_9_a_running_ingest_task_is_retried(pipeline: Pipeline) -> None:
-    from tickcast.orchestration import AirflowClient
+    from tickcast_dev.airflow_client import AirflowClient
 
     s = pipeline.settings
     with AirflowClient(s) as af:
@@ -238,8 +238,8 @@ def test_kill_9_a_running_ingest_task_is_retried(pipeline: Pipeline) -> None:
 
 
 def test_a_retrain_with_mlflow_down_leaves_production_serving(pipeline: Pipeline) -> None:
-    from tickcast.orchestration import AirflowClient
     from tickcast.registry.mlflow_registry import Registry
+    from tickcast_dev.airflow_client import AirflowClient
 
     s = pipeline.settings
     kill_9(s, "mlflow")

@@ -18,7 +18,7 @@ from tickcast.ingest.messages import encode_batches
 from tickcast.lake.store import Lake, day_path
 from tickcast.market.bar import Bar
 from tickcast.settings import Settings
-from tickcast.stack.hooks import create_topics
+from tickcast_dev.stack.hooks import create_topics
 
 pytestmark = pytest.mark.integration
 

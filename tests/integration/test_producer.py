@@ -30,9 +30,9 @@ from tickcast.ingest.producer import BarPublisher, Poller, PublishError, backfil
 from tickcast.lake.store import Lake
 from tickcast.market.yahoo import YahooClient
 from tickcast.settings import Settings
-from tickcast.stack.definition import tansu_binary
-from tickcast.stack.hooks import create_topics
-from tickcast.stack.procs import free_ports
+from tickcast_dev.stack.definition import tansu_binary
+from tickcast_dev.stack.hooks import create_topics
+from tickcast_dev.stack.procs import free_ports
 
 
 def free_port() -> int:

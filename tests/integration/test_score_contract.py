@@ -5,7 +5,7 @@ A throw-away venv is built from ``cloud/aml/requirements.txt`` with uv into
 ``src`` goes on PYTHONPATH, tickcast is not installed). ``azmlinfsrv --entry_script score.py`` then serves a
 tiny handmade ONNX model from an AML-style ``AZUREML_MODEL_DIR`` (files nested in ``model/``), and every
 answer is compared with the stand-in's (``emulators/aml_endpoint``, same score.py, in-process): same status
-(through :func:`tickcast.serving.schema.model_status`) and the same body bytes.
+(through :func:`tickcast.scoring.contract.model_status`) and the same body bytes.
 
 Needs a package registry the first time (or uv's cache); without one the module is skipped with the reason.
 The stack fixture is not used: this test starts only azmlinfsrv.
@@ -31,9 +31,9 @@ import pytest
 from emulators.aml_endpoint.app import create_app
 from tests.unit.test_aml_endpoint import AUTH, Endpoint, settings
 from tests.unit.test_score import NEEDED, SCORE_PY, make_bars, request_body, write_model
-from tickcast.serving.schema import model_status
+from tickcast.scoring.contract import model_status
 from tickcast.settings import PROJECT_ROOT, get_settings
-from tickcast.stack.procs import free_ports
+from tickcast_dev.stack.procs import free_ports
 
 
 def free_port() -> int:

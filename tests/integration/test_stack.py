@@ -18,7 +18,7 @@ def test_every_service_is_healthy(stack: Settings) -> None:
 
     if stack_flavour()[0] != "processes":
         pytest.skip("supervisor status applies to the process stack; compose reports its own health")
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack.supervisor import Supervisor
 
     statuses = Supervisor(stack).status()
     assert {s.name for s in statuses} == {
@@ -167,7 +167,7 @@ def test_mlflow_log_register_alias_and_load(stack: Settings) -> None:
 
 def test_airflow_parses_dags_without_import_errors_and_runs_a_task(stack: Settings) -> None:
     from tests.integration.conftest import stack_flavour
-    from tickcast.orchestration import AirflowClient
+    from tickcast_dev.airflow_client import AirflowClient
 
     if stack_flavour()[0] != "processes":
         pytest.skip("the stock Airflow image has no tickcast package to run stack_check; the process stack runs it")

@@ -30,8 +30,8 @@ from pathlib import Path
 import trustme
 
 from tickcast.settings import AZURITE_ACCOUNT, load_settings
-from tickcast.stack.definition import node_binary
-from tickcast.stack.install import ensure_installed
+from tickcast_dev.stack.definition import node_binary
+from tickcast_dev.stack.install import ensure_installed
 
 HOST = "127.0.0.1"
 POLL_INTERVAL_S = 0.05

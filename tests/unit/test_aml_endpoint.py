@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from emulators.aml_endpoint.app import create_app
 from tests.unit.test_score import make_bars, request_body, write_model
-from tickcast.serving.schema import model_status
+from tickcast.scoring.contract import model_status
 from tickcast.settings import Settings, load_settings
 
 KEY = "test-endpoint-key"

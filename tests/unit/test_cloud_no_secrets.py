@@ -11,7 +11,7 @@ Two checks:
   ``SharedAccessSignature=``, ``SharedAccessKey=`` or ``sig=``. Each hit must be listed in :data:`ALLOWED`
   with its reason, and be guarded to profile local: inside ``if <settings>.profile == "local":``, or after an
   ``if <settings>.profile != "local": raise`` in the same function -- or live in the local stack's own
-  modules (``tickcast.stack``), which profile cloud never runs. A new hit anywhere else fails the test.
+  modules (``tickcast_dev.stack``), which profile cloud never runs. A new hit anywhere else fails the test.
 * **dynamic** -- with ``TICKCAST_PROFILE=cloud`` and fake endpoints, every client the app builds (Blob service,
   container, lake, the Function app's endpoint client, the AML deployer's MLClient, the ARM clients of
   ``deploy-cloud``) is built while ``from_connection_string``, the SAS generators and the key credentials
@@ -37,7 +37,7 @@ from tickcast import azure as factories
 from tickcast.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 SCANNED = [PROJECT_ROOT / "src", PROJECT_ROOT / "dags", PROJECT_ROOT / "cloud" / "function"]
-LOCAL_STACK = "src/tickcast/stack/"  # the local stack's supervisor and docker-compose renderer: never profile cloud
+LOCAL_STACK = "src/tickcast_dev/stack/"  # the local stack's supervisor and docker-compose renderer: never profile cloud
 
 # (file, function): why it may touch a key. Everything here is Azurite's PUBLISHED development account.
 ALLOWED: dict[tuple[str, str], str] = {
@@ -47,11 +47,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("src/tickcast/settings.py", "Settings.blob_connection_string"): (
         "builds Azurite's connection string; raises SettingsError unless profile local"
     ),
-    ("src/tickcast/stack/definition.py", "process_context"): (
+    ("src/tickcast_dev/stack/definition.py", "process_context"): (
         "placeholders of the local stack's processes (Azurite for MLflow's artifacts); calls the guarded "
         "Settings.blob_connection_string, so it raises in profile cloud (checked below)"
     ),
-    ("src/tickcast/stack/definition.py", "container_context"): (
+    ("src/tickcast_dev/stack/definition.py", "container_context"): (
         "placeholders of docker-compose.local.yml: Azurite's development account inside the compose network"
     ),
 }
@@ -333,7 +333,7 @@ def test_cloud_builds_every_client_with_the_token_credential(cloud: Settings, fo
 
     from tickcast.cloud_deploy import AzureControlPlane
     from tickcast.lake.store import Lake
-    from tickcast.serving.deploy import AzureMLDeployer, deployer_for
+    from tickcast.release.deploy import AzureMLDeployer, deployer_for
 
     shared = factories.credential(cloud)
     assert isinstance(shared, DefaultAzureCredential)
@@ -361,7 +361,7 @@ def test_cloud_builds_every_client_with_the_token_credential(cloud: Settings, fo
 def test_the_function_app_calls_the_endpoint_with_a_token(
     cloud: Settings, forbidden: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tickcast.serving.api import create_app
+    from tickcast.api.app import create_app
 
     recording = RecordingCredential()
     monkeypatch.setattr(factories, "credential", lambda settings=None: recording)
@@ -375,7 +375,7 @@ def test_the_function_app_calls_the_endpoint_with_a_token(
 
 def test_the_local_stack_paths_refuse_profile_cloud(cloud: Settings) -> None:
     """The allowed local-stack path calls the guarded builder, which refuses profile cloud."""
-    from tickcast.stack.definition import process_context
+    from tickcast_dev.stack.definition import process_context
 
     with pytest.raises(SettingsError, match="refused in profile cloud"):
         process_context(cloud)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from tickcast.settings import ENV_PREFIX, Settings, load_settings
-from tickcast.stack.compose import render_compose
-from tickcast.stack.definition import REPO_ROOT, load_stack, rendered_stack
+from tickcast_dev.stack.compose import render_compose
+from tickcast_dev.stack.definition import REPO_ROOT, load_stack, rendered_stack
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.local.yml"
 

@@ -1,10 +1,10 @@
-"""Blue/green deploy and rollback (tickcast.serving.deploy) against the REAL endpoint stand-in, plus the cloud
+"""Blue/green deploy and rollback (tickcast.release.deploy) against the REAL endpoint stand-in, plus the cloud
 deployer's azure-ai-ml objects (built offline) and its calls against a recorded fake of the AML control plane.
 
 The stand-in (``emulators.aml_endpoint.app.create_app``) runs in a uvicorn server on a free loopback port in a
 thread, so :class:`EndpointClient` talks real HTTP with real timeouts. Its ``model_loader`` hands out tiny
 handmade ONNX models (``tests.unit.test_score.write_model``) instead of MLflow downloads; the scoring script is
-:data:`CHAOS_SCORE` — it delegates to the real ``src/tickcast/serving/score.py`` and misbehaves only for
+:data:`CHAOS_SCORE` — it delegates to the real ``src/tickcast/scoring/score.py`` and misbehaves only for
 model folders that carry a ``mode.txt`` (``nan``: a NaN close; ``slow``: sleeps past the request timeout).
 
 The registry is :class:`RecordingRegistry`, a double with the SAME alias semantics as
@@ -34,8 +34,8 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from emulators.aml_endpoint.app import create_app
 from tests.unit.test_score import SCORE_PY, make_bars, preprocessing_json, write_model
-from tickcast.retrain import Deployer
-from tickcast.serving.deploy import (
+from tickcast.endpoint.client import EndpointClient, EndpointError
+from tickcast.release.deploy import (
     CODE_DIR,
     REQUIREMENTS,
     AzureMLDeployer,
@@ -50,7 +50,7 @@ from tickcast.serving.deploy import (
     deployer_for,
     traffic_update,
 )
-from tickcast.serving.endpoint_client import EndpointClient, EndpointError
+from tickcast.retrain import Deployer
 from tickcast.settings import Settings, load_settings
 
 with warnings.catch_warnings():  # azure-ai-ml 1.35 on marshmallow 3.2x: ~40 Marshmallow4Warnings at import
@@ -592,7 +592,7 @@ def test_the_deployment_runs_score_py_from_src_with_the_serving_environment() ->
     props = rest["properties"]
     assert props["endpointComputeType"] == "Kubernetes" and props["instanceType"] == "defaultinstancetype"
     assert props["model"] == "azureml:tickcast-lstm-attention:7"
-    assert props["codeConfiguration"]["scoringScript"] == "tickcast/serving/score.py"
+    assert props["codeConfiguration"]["scoringScript"] == "tickcast/scoring/score.py"
     assert props["requestSettings"]["requestTimeout"] == "PT4S"
     assert props["environmentVariables"] == {"TICKCAST_MODEL_VERSION": "7"}
     assert rest["sku"]["capacity"] == 2 and rest["tags"]["model_version"] == "7"

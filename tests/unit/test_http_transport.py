@@ -1,4 +1,4 @@
-"""The aiohttp transport under httpx (``tickcast.serving.http_transport``) against a real local HTTP server."""
+"""The aiohttp transport under httpx (``tickcast.endpoint.http_transport``) against a real local HTTP server."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tickcast.serving.http_transport import AiohttpTransport
-from tickcast.stack.procs import free_ports
+from tickcast.endpoint.http_transport import AiohttpTransport
+from tickcast_dev.stack.procs import free_ports
 
 TEXT = b'{"predicted_close": 101.25}' * 20
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickcast.registry.promotion import MIN_EVAL_POINTS, Scores, decide
+from tickcast.validation.gate import MIN_EVAL_POINTS, Scores, decide
 
 
 def s(rmse: float, n: int = 500) -> Scores:

@@ -1,10 +1,10 @@
 """The public prediction API in-process, against the REAL endpoint stand-in (score.py + a tiny ONNX model).
 
-Chain: ``TestClient`` → ``tickcast.serving.api`` → ``httpx.ASGITransport`` → ``emulators.aml_endpoint`` (blue at
+Chain: ``TestClient`` → ``tickcast.api.app`` → ``httpx.ASGITransport`` → ``emulators.aml_endpoint`` (blue at
 100 %, AML's 424 model errors) → score.py → ONNX Runtime. The lake is the real :class:`tickcast.lake.store.Lake`
 over :class:`MemoryContainer`, an in-memory TEST DOUBLE of a Blob container (no Azurite in unit tests). Also
 here: the Azure Functions host (``cloud/function/function_app.py`` through ``AsgiFunctionApp``), the deployment
-zip and its requirements, the cloud token path, and ``tickcast.serving.smoke`` through the APIM stand-in.
+zip and its requirements, the cloud token path, and ``tickcast.api.client`` through the APIM stand-in.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from fastapi.testclient import TestClient
 from emulators.aml_endpoint.app import create_app as create_stand_in
 from emulators.apim.app import create_app as create_gateway
 from tests.unit.test_score import NEEDED, make_bars, write_model
+from tickcast.api import app as api_module
+from tickcast.api.app import create_app
+from tickcast.api.backend import BearerToken
+from tickcast.api.client import GatewayError, predict, smoke
 from tickcast.lake.store import Lake
-from tickcast.serving import api as api_module
-from tickcast.serving.api import create_app
-from tickcast.serving.predictions import BearerToken
-from tickcast.serving.schema import PredictResponse
-from tickcast.serving.smoke import GatewayError, predict, smoke
+from tickcast.scoring.contract import PredictResponse
 from tickcast.settings import PROJECT_ROOT, Settings, load_settings
 
 KEY = "test-endpoint-key"
@@ -614,7 +614,7 @@ def test_the_deployment_zip_imports_without_the_project_venvs_extras(tmp_path: P
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
         assert {"function_app.py", "host.json", "requirements.txt", "tickcast/__init__.py"} <= set(names)
-        assert "tickcast/serving/api.py" in names and not [n for n in names if "__pycache__" in n]
+        assert "tickcast/api/app.py" in names and not [n for n in names if "__pycache__" in n]
         zf.extractall(tmp_path / "site")
     assert builder.build(tmp_path / "again.zip").read_bytes() == out.read_bytes()  # reproducible
 

@@ -27,8 +27,8 @@ from fastapi.testclient import TestClient
 
 from tests.unit.test_public_api import api_settings, filled_lake, make_stand_in
 from tests.unit.test_score import NEEDED, make_bars
-from tickcast.serving.api import create_app
-from tickcast.serving.schema import PredictResponse
+from tickcast.api.app import create_app
+from tickcast.scoring.contract import PredictResponse
 
 SEED = 20240603
 CASES = 300

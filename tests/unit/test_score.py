@@ -23,10 +23,10 @@ import pytest
 from tests.unit.test_predictor import handmade_onnx
 from tickcast.features.indicators import FEATURES, bars_needed
 from tickcast.model.predictor import MODEL_FILE, PREPROCESSING_FILE, Predictor
-from tickcast.serving import schema
+from tickcast.scoring import contract as schema
 from tickcast.settings import ModelSettings
 
-SCORE_PY = Path(__file__).resolve().parents[2] / "src" / "tickcast" / "serving" / "score.py"
+SCORE_PY = Path(__file__).resolve().parents[2] / "src" / "tickcast" / "scoring" / "score.py"
 WINDOW = ModelSettings().window
 NEEDED = bars_needed(WINDOW)
 SYMBOLS = ("SPY", "IBM")

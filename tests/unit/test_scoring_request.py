@@ -20,8 +20,8 @@ import pytest
 
 from tests.unit.test_score import make_bars
 from tickcast.market.columns import BarArrays
-from tickcast.serving import schema
-from tickcast.serving.schema import InvalidRequest, parse_predict_request, parse_scoring_request
+from tickcast.scoring import contract as schema
+from tickcast.scoring.contract import InvalidRequest, parse_predict_request, parse_scoring_request
 
 Body = dict[str, Any]
 FIELDS = ("open", "high", "low", "close", "volume")

@@ -14,9 +14,9 @@ import psutil
 import pytest
 
 from tickcast.settings import Settings, load_settings
-from tickcast.stack.definition import parse_stack
-from tickcast.stack.procs import free_ports
-from tickcast.stack.supervisor import PortTakenError, ServiceStartError, StackError, Supervisor
+from tickcast_dev.stack.definition import parse_stack
+from tickcast_dev.stack.procs import free_ports
+from tickcast_dev.stack.supervisor import PortTakenError, ServiceStartError, StackError, Supervisor
 
 
 def free_port() -> int:

@@ -17,9 +17,9 @@ import pytest
 from emulators.yahoo.frames import lake_frame, oracle_function
 from emulators.yahoo.synthetic import SyntheticMarket
 from tickcast.model.training import NotEnoughData, TrainingResult, assign_splits, train
-from tickcast.registry.promotion import decide
 from tickcast.retrain import scores_of
 from tickcast.settings import load_settings
+from tickcast.validation.gate import decide
 
 SYMBOLS = ["SYA", "SYB", "SYC", "SYD", "SYE"]
 END = time.time()

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from tickcast.model.training import TrainingResult
-    from tickcast.registry.promotion import Verdict
+    from tickcast.validation.gate import Verdict
 
 PRODUCTION, CHALLENGER, PREVIOUS = "production", "challenger", "previous"
 ARTIFACT_DIR = "model"

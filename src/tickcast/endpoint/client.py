@@ -8,7 +8,7 @@ for its whole life; close it (or use it as a context manager) when done.
   smoke-tested). It works against a real AML online endpoint too (same route, same headers).
 * **Management** — ``PUT/GET/DELETE /deployments/{name}``, ``GET /deployments``, ``GET/PUT /traffic``: the
   LOCAL stand-in's API (``emulators/aml_endpoint``). In the cloud the control plane is Azure Resource
-  Manager, driven by :class:`tickcast.serving.deploy.AzureMLDeployer` through ``azure-ai-ml`` instead.
+  Manager, driven by :class:`tickcast.release.deploy.AzureMLDeployer` through ``azure-ai-ml`` instead.
 
 Authentication: ``Authorization: Bearer <TICKCAST_SERVING__ENDPOINT_KEY>`` (the stand-in's key). When no key
 is configured and a ``token_credential`` is given (profile cloud: :func:`tickcast.azure.credential`), an
@@ -23,7 +23,7 @@ endpoint's own 408 arrives before the client gives up); management calls wait
 Every failure is an :class:`EndpointError`: ``status`` (``None`` when no HTTP answer came: refused,
 timed out), the server's own ``message`` and ``code`` (ARM-style ``{"error": {"code", "message"}}``,
 score.py's ``{"error", "code", "detail"}`` or AML's ``{"message"}``), and for scoring the container's status
-behind AML's 424 (``model_status``, via :func:`tickcast.serving.schema.model_status`).
+behind AML's 424 (``model_status``, via :func:`tickcast.scoring.contract.model_status`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 
-from tickcast.serving.schema import DEPLOYMENT_HEADER, PredictRequest, model_status
+from tickcast.scoring.contract import DEPLOYMENT_HEADER, PredictRequest, model_status
 from tickcast.settings import Settings, get_settings
 
 if TYPE_CHECKING:

@@ -43,7 +43,7 @@ def create_topics(settings: Settings) -> None:
 
 def unpause_dags(settings: Settings) -> None:
     """Switch on the DAGs in ``settings.airflow.unpause`` once the DAG processor has parsed them."""
-    from tickcast.orchestration import AirflowClient
+    from tickcast_dev.airflow_client import AirflowClient
 
     if not settings.airflow.unpause:
         return

@@ -6,7 +6,7 @@ The same functions target the local stack (``settings.gateway_url`` + the local 
 :func:`smoke` runs, through ONE synchronous ``httpx.Client``:
 
 * per symbol, ``GET /api/predictions/{symbol}`` with ``Ocp-Apim-Subscription-Key`` → 200 with a
-  :class:`~tickcast.serving.schema.PredictResponse` whose ``predicted_close`` is finite and positive;
+  :class:`~tickcast.scoring.contract.PredictResponse` whose ``predicted_close`` is finite and positive;
 * the first symbol without a key → 401 (the gateway's subscription check);
 * ``POST /api/predict`` with 3 valid bars → 422 (too few bars; the model's message comes back);
 * an unknown symbol → 404.
@@ -30,7 +30,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from tickcast.serving.schema import PredictResponse
+from tickcast.scoring.contract import PredictResponse
 
 __all__ = ["KEY_HEADER", "GatewayError", "SmokeCheck", "SmokeReport", "predict", "smoke"]
 

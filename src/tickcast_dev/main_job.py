@@ -85,10 +85,10 @@ def run_main_job(
     ingest_timeout_s: float = 300,
     retrain_timeout_s: float = 600,
 ) -> MainJobResult:
+    from tickcast.api.client import predict
     from tickcast.ingest.producer import backfill
-    from tickcast.orchestration import AirflowClient
     from tickcast.registry.mlflow_registry import Registry
-    from tickcast.serving.smoke import predict
+    from tickcast_dev.airflow_client import AirflowClient
 
     result = MainJobResult()
     marks: dict[str, datetime] = {}

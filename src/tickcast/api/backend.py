@@ -1,6 +1,6 @@
 """The work behind the public prediction API: the latest bars from the lake, one call to the endpoint, errors.
 
-:mod:`tickcast.serving.api` only wires these into FastAPI routes. Three parts:
+:mod:`tickcast.api.app` only wires these into FastAPI routes. Three parts:
 
 * :func:`resolve_symbol` — the path/body symbol, normalised like the scoring schema (blanks dropped,
   upper-cased) and checked against ``settings.symbols`` (404 otherwise, listing the served ones).
@@ -9,16 +9,16 @@
   last :data:`LAKE_BARS` bars. The API does not know the deployed model's ``bars_needed``, so it sends the
   whole latest session; a regular session is 390 minutes, so the cap only trims extended hours.
 * :class:`EndpointClient` — ONE pooled ``httpx.AsyncClient`` (over aiohttp:
-  :mod:`tickcast.serving.http_transport`) for ``POST {settings.endpoint_url}/score``,
+  :mod:`tickcast.endpoint.http_transport`) for ``POST {settings.endpoint_url}/score``,
   authenticated with ``Authorization: Bearer <serving.endpoint_key>`` in profile local and with an Entra ID
   token for :data:`AML_SCOPE` from :func:`tickcast.azure.credential` (managed identity) in profile cloud
   (:class:`BearerToken` caches it until :data:`TOKEN_REFRESH_MARGIN_S` before it expires; the credential is
   not called per request). :func:`interpret` turns the endpoint's answer into a
-  :class:`~tickcast.serving.schema.PredictResponse` or a :class:`PredictionError`.
+  :class:`~tickcast.scoring.contract.PredictResponse` or a :class:`PredictionError`.
 
 Every refusal is a :class:`PredictionError` (HTTP status, stable ``code``, a message that says what to do, a
 structured ``detail``, and ``Retry-After`` seconds for 503s); its body is
-:class:`tickcast.serving.schema.ErrorBody` — the same ``{"error", "code", "detail"}`` shape as score.py's.
+:class:`tickcast.scoring.contract.ErrorBody` — the same ``{"error", "code", "detail"}`` shape as score.py's.
 
 Errors (status, code — when):
 
@@ -36,7 +36,7 @@ Errors (status, code — when):
   log only;
 * 503 ``lake_unavailable`` — Blob cannot be read (down, auth); ``Retry-After``.
 
-AML's 424 (``ms-azureml-model-error-statuscode``) is undone with :func:`tickcast.serving.schema.model_status`
+AML's 424 (``ms-azureml-model-error-statuscode``) is undone with :func:`tickcast.scoring.contract.model_status`
 first, so the stand-in in either ``--model-errors`` mode and a real AML endpoint are handled alike. Internal
 addresses, keys and upstream bodies of 5xx answers are logged, never returned to the (public) caller.
 """
@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import httpx
 from pydantic import ValidationError
 
-from tickcast.serving.http_transport import AiohttpTransport
-from tickcast.serving.schema import (
+from tickcast.endpoint.http_transport import AiohttpTransport
+from tickcast.scoring.contract import (
     INVALID_REQUEST,
     MODEL_NOT_LOADED,
     NOT_ENOUGH_BARS,
@@ -92,7 +92,7 @@ __all__ = [
     "resolve_symbol",
 ]
 
-log = logging.getLogger("tickcast.serving.api")
+log = logging.getLogger("tickcast.api.app")
 
 # error codes of the public API besides the scoring contract's (schema.INVALID_REQUEST, NOT_ENOUGH_BARS, ...)
 NO_BARS: Final = "no_bars"

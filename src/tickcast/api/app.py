@@ -4,21 +4,21 @@ Routes (all under ``/api``, so local uvicorn URLs and Azure Functions URLs are t
 ``cloud/function/host.json``):
 
 * ``GET /api/predictions/{symbol}`` — the forecast from the symbol's latest session in the lake
-  (:func:`tickcast.serving.predictions.latest_session`), scored by the online endpoint;
+  (:func:`tickcast.api.backend.latest_session`), scored by the online endpoint;
 * ``POST /api/predict`` — the forecast from the caller's ``{symbol, bars}``
-  (:class:`tickcast.serving.schema.PredictRequest`, validated here with the scoring fast path before the
+  (:class:`tickcast.scoring.contract.PredictRequest`, validated here with the scoring fast path before the
   endpoint is called, then forwarded byte for byte);
 * ``GET /api/health`` — liveness (no lake, no endpoint call);
 * ``GET /api/openapi.json`` and ``GET /api/docs`` — the OpenAPI document and Swagger UI.
 
-Both prediction routes answer :class:`~tickcast.serving.schema.PredictResponse`
+Both prediction routes answer :class:`~tickcast.scoring.contract.PredictResponse`
 ``{symbol, as_of, horizon_minutes, predicted_close, model_version}``. Every error body is
-:class:`~tickcast.serving.schema.ErrorBody` ``{"error", "code", "detail"}`` — also FastAPI's own 404/405 and
-body-validation errors — with the statuses of the table in :mod:`tickcast.serving.predictions`
+:class:`~tickcast.scoring.contract.ErrorBody` ``{"error", "code", "detail"}`` — also FastAPI's own 404/405 and
+body-validation errors — with the statuses of the table in :mod:`tickcast.api.backend`
 (404 unknown symbol / no bars, 422 invalid or too few bars, 503 + ``Retry-After`` when the endpoint or the
 lake cannot answer). Bad input never yields a 5xx.
 
-Local: ``uvicorn tickcast.serving.api:app_factory --factory`` (the stack's ``function`` service). Azure:
+Local: ``uvicorn tickcast.api.app:app_factory --factory`` (the stack's ``function`` service). Azure:
 ``cloud/function/function_app.py`` wraps :func:`create_app` in ``func.AsgiFunctionApp``. Nothing here does
 I/O at import or in :func:`create_app`: the endpoint client is opened in the lifespan (or on first use when
 the host runs no lifespan), the lake client on the first ``GET``.
@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tickcast.serving.predictions import (
+from tickcast.api.backend import (
     LAKE_BARS,
     BarSource,
     EndpointClient,
@@ -47,7 +47,7 @@ from tickcast.serving.predictions import (
     read_latest,
     resolve_symbol,
 )
-from tickcast.serving.schema import (
+from tickcast.scoring.contract import (
     INVALID_REQUEST,
     NOT_ENOUGH_BARS,
     ErrorBody,
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = ["API_PREFIX", "Health", "app_factory", "create_app"]
 
-log = logging.getLogger("tickcast.serving.api")
+log = logging.getLogger("tickcast.api.app")
 
 API_PREFIX: Final = "/api"
 API_VERSION: Final = "1"
@@ -107,7 +107,7 @@ POST_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, list[dict[str, str]]]:
-    """One line naming every field problem (like :func:`tickcast.serving.schema.parse_predict_request`)."""
+    """One line naming every field problem (like :func:`tickcast.scoring.contract.parse_predict_request`)."""
     problems: list[dict[str, str]] = []
     for e in err.errors():
         loc = [str(p) for p in e.get("loc", ())]
@@ -302,5 +302,5 @@ def _openapi_with_request_schema(app: FastAPI) -> dict[str, Any]:
 
 
 def app_factory() -> FastAPI:
-    """``uvicorn tickcast.serving.api:app_factory --factory``: the app from the process settings."""
+    """``uvicorn tickcast.api.app:app_factory --factory``: the app from the process settings."""
     return create_app()

@@ -26,8 +26,8 @@ from pathlib import Path
 import psutil
 
 from tickcast.settings import Settings
-from tickcast.stack import health, hooks, install, procs
-from tickcast.stack.definition import (
+from tickcast_dev.stack import health, hooks, install, procs
+from tickcast_dev.stack.definition import (
     RenderedService,
     ServiceSpec,
     load_stack,

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Callable
 
 from tickcast.settings import PROJECT_ROOT, Settings
-from tickcast.stack.definition import node_binary
+from tickcast_dev.stack.definition import node_binary
 
 NODE_SOURCE = PROJECT_ROOT / "local" / "node"
 

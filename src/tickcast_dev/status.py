@@ -121,9 +121,9 @@ def lake_view(settings: Settings) -> LakeView:
 
     from azure.storage.blob import ContainerClient
 
+    from tickcast.api.backend import FastFailContainer
     from tickcast.azure import lake_container
     from tickcast.lake.store import Lake
-    from tickcast.serving.predictions import FastFailContainer
 
     clock, now = source_now(settings)
     lake = Lake(cast("ContainerClient", FastFailContainer(lake_container(settings))))
@@ -191,7 +191,7 @@ def model_view(settings: Settings) -> ModelView:
 
 
 def endpoint_view(settings: Settings) -> EndpointView:
-    from tickcast.serving.endpoint_client import EndpointClient
+    from tickcast.endpoint.client import EndpointClient
 
     with EndpointClient(settings) as client:
         traffic = client.traffic()

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 
 from tickcast.settings import Settings
-from tickcast.stack import install, procs
-from tickcast.stack.definition import load_stack, node_binary, tansu_binary
+from tickcast_dev.stack import install, procs
+from tickcast_dev.stack.definition import load_stack, node_binary, tansu_binary
 
 MIN_FREE_GB = 3.0
 
@@ -51,7 +51,7 @@ def _disk(settings: Settings) -> Check:
 
 
 def _ports(settings: Settings) -> list[Check]:
-    from tickcast.stack.supervisor import Supervisor
+    from tickcast_dev.stack.supervisor import Supervisor
 
     sup = Supervisor(settings)
     checks = []

@@ -4,7 +4,7 @@
 implementation for the profile:
 
 * :class:`LocalEndpointDeployer` — the AML endpoint stand-in (``emulators/aml_endpoint``) through
-  :class:`tickcast.serving.endpoint_client.EndpointClient`;
+  :class:`tickcast.endpoint.client.EndpointClient`;
 * :class:`AzureMLDeployer` — an Azure ML Kubernetes online endpoint (AKS attached to the workspace)
   through ``azure-ai-ml`` v2, authenticated by :func:`tickcast.azure.credential` (managed identity).
 
@@ -79,8 +79,8 @@ from tickcast.settings import PROJECT_ROOT, Settings, get_settings
 if TYPE_CHECKING:
     from azure.ai.ml.entities import Environment, KubernetesOnlineDeployment, KubernetesOnlineEndpoint
 
+    from tickcast.endpoint.client import EndpointClient
     from tickcast.lake.store import Lake
-    from tickcast.serving.endpoint_client import EndpointClient
 
 __all__ = [
     "COLOURS",
@@ -254,7 +254,7 @@ class _Refused(RuntimeError):
 
 
 def _describe(err: BaseException) -> str:
-    from tickcast.serving.endpoint_client import EndpointError
+    from tickcast.endpoint.client import EndpointError
 
     text = str(err).strip()
     if isinstance(err, _Refused | _StepFailed | ScoreFailure | EndpointError) and text:
@@ -348,7 +348,7 @@ class LakeSmokeBars:
         return self._lake
 
     def __call__(self, symbol: str) -> list[dict[str, Any]] | None:
-        from tickcast.serving.schema import MAX_BARS
+        from tickcast.scoring.contract import MAX_BARS
 
         best: list[dict[str, Any]] = []
         for day in reversed(self.lake.days(symbol)[-self.max_days :]):
@@ -687,7 +687,7 @@ class LocalEndpointDeployer(BlueGreenDeployer):
     @property
     def client(self) -> EndpointClient:
         if self._client is None:
-            from tickcast.serving.endpoint_client import EndpointClient
+            from tickcast.endpoint.client import EndpointClient
 
             self._client = EndpointClient(self.settings)
         return self._client
@@ -704,7 +704,7 @@ class LocalEndpointDeployer(BlueGreenDeployer):
         return DeploymentState(d.name, d.model_version, d.provisioning_state, d.error)
 
     def _score(self, colour: str, body: dict[str, Any]) -> dict[str, Any]:
-        from tickcast.serving.endpoint_client import EndpointError
+        from tickcast.endpoint.client import EndpointError
 
         try:
             return self.client.score(body, deployment=colour).body
@@ -724,7 +724,7 @@ DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 ENVIRONMENT_NAME = "tickcast-serving"
 REQUIREMENTS = PROJECT_ROOT / "cloud" / "aml" / "requirements.txt"
 CODE_DIR = PROJECT_ROOT / "src"
-SCORING_SCRIPT = "tickcast/serving/score.py"  # relative to CODE_DIR
+SCORING_SCRIPT = "tickcast/scoring/score.py"  # relative to CODE_DIR
 MODEL_VERSION_TAG = "model_version"
 VERSION_ENV = "TICKCAST_MODEL_VERSION"  # score.py reports it as model_version (see its docstring)
 
@@ -981,7 +981,7 @@ class AzureMLDeployer(BlueGreenDeployer):
     def _score(self, colour: str, body: dict[str, Any]) -> dict[str, Any]:
         from azure.core.exceptions import AzureError
 
-        from tickcast.serving.schema import model_status
+        from tickcast.scoring.contract import model_status
 
         with tempfile.TemporaryDirectory(prefix="tickcast-smoke-") as tmp:
             request_file = Path(tmp) / "request.json"

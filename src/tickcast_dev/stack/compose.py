@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from tickcast.settings import Settings
-from tickcast.stack.definition import (
+from tickcast_dev.stack.definition import (
     ServiceSpec,
     StackDefinitionError,
     container_context,

@@ -5,9 +5,9 @@ serving environment of ``cloud/aml/requirements.txt``) and inside the local endp
 (``emulators/aml_endpoint``, which imports it once per deployment under a unique module name). Hence:
 
 * no TensorFlow, no ``tickcast.settings``: only :class:`tickcast.model.predictor.Predictor` (ONNX Runtime,
-  NumPy, pandas) and :mod:`tickcast.serving.schema` (pydantic);
+  NumPy, pandas) and :mod:`tickcast.scoring.contract` (pydantic);
 * the hot path is pandas- and model-free: the body is validated column-wise into arrays
-  (:func:`~tickcast.serving.schema.parse_scoring_request`) and the features of the latest window are
+  (:func:`~tickcast.scoring.contract.parse_scoring_request`) and the features of the latest window are
   computed on those arrays by the same kernels training uses (``Preprocessing.latest_windows``);
 * no dataclasses or pydantic models defined here: azmlinfsrv loads this file as module ``entry_module``
   without registering it in ``sys.modules``;
@@ -23,10 +23,10 @@ environment variable ``TICKCAST_MODEL_VERSION`` (set it in the AML deployment's 
 else ``"unknown"``.
 
 **run(raw_data)** takes the raw body as ``str`` (what azmlinfsrv passes to an undecorated ``run``), ``bytes``
-or an already-decoded ``dict``. It returns the :class:`~tickcast.serving.schema.PredictResponse` as a
+or an already-decoded ``dict``. It returns the :class:`~tickcast.scoring.contract.PredictResponse` as a
 ``dict`` (both hosts JSON-encode it with status 200). Every caller mistake is an answer, never an exception:
 a :class:`ScoringError` (status, code, message) is turned into an error response whose body is
-:class:`~tickcast.serving.schema.ErrorBody` JSON —
+:class:`~tickcast.scoring.contract.ErrorBody` JSON —
 
 * under azmlinfsrv: ``AMLResponse(body, status, json_str=True)`` (``azureml.contrib.services.aml_response``,
   which azmlinfsrv aliases into ``sys.modules`` before it loads this script);
@@ -35,7 +35,7 @@ a :class:`ScoringError` (status, code, message) is turned into an error response
   bytes (``json.dumps(body)``), so both servers answer the same status and body.
 
 Statuses: 400 ``invalid_request`` / ``not_enough_bars``, 422 ``unknown_symbol``, 503 ``model_not_loaded``
-(see :mod:`tickcast.serving.schema`). Anything unexpected propagates: azmlinfsrv answers 500
+(see :mod:`tickcast.scoring.contract`). Anything unexpected propagates: azmlinfsrv answers 500
 ``{"message": "An unexpected error occurred in scoring script. Check the logs for more info."}`` and the
 stand-in copies that answer.
 """
@@ -55,7 +55,7 @@ except ImportError:  # pragma: no cover - depends on how the host laid out the c
     sys.path.append(str(Path(__file__).resolve().parents[2]))
 
 from tickcast.model.predictor import MODEL_FILE, PREPROCESSING_FILE, NotEnoughBars, Predictor, UnknownSymbol
-from tickcast.serving.schema import (
+from tickcast.scoring.contract import (
     INVALID_REQUEST,
     MODEL_NOT_LOADED,
     NOT_ENOUGH_BARS,
@@ -74,7 +74,7 @@ VERSION_ENV = "TICKCAST_MODEL_VERSION"
 VERSION_FILE = "version.txt"
 SEARCH_DEPTH = 3  # folders below AZUREML_MODEL_DIR searched for the model files
 
-log = logging.getLogger("tickcast.serving.score")
+log = logging.getLogger("tickcast.scoring.score")
 
 _predictor: Predictor | None = None
 _model_version = "unknown"
