@@ -69,24 +69,28 @@ def default_state_dir(settings: Settings) -> Path:
 
 
 def registry_loader(settings: Settings, downloads: Path) -> ModelLoader:
-    """Fetch a registered version's ``model/`` folder from MLflow into ``downloads/<random>/``."""
+    """Fetch a registered version's ``model/`` folder from MLflow into ``downloads/<random>/`` — what AML does
+    with a registered model, through MLflow's own client (the stand-in knows no tickcast module but the
+    scoring contract)."""
 
     def load(version: str) -> Path:
         import uuid
 
-        from tickcast.registry.mlflow_registry import Registry, RegistryError
+        import httpx
+        import mlflow
+        from mlflow.tracking import MlflowClient
 
-        registry = Registry(settings)
-        try:
-            registry.check_reachable()  # fail in seconds, not after MLflow's minutes of retries
-        except RegistryError:
-            raise RegistryError(
-                f"MLflow at {registry.uri} is not reachable: start the stack (tickcast up) or set "
-                "TICKCAST_MLFLOW__TRACKING_URI"
+        uri = settings.mlflow_tracking_uri
+        try:  # fail in seconds, not after MLflow's minutes of retries
+            httpx.get(f"{uri.rstrip('/')}/health", timeout=5).raise_for_status()
+        except httpx.HTTPError:
+            raise RuntimeError(
+                f"MLflow at {uri} is not reachable: start the stack (tickcast up) or set TICKCAST_MLFLOW__TRACKING_URI"
             ) from None
+        mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version(settings.mlflow.model_name, version)
         dest = downloads / uuid.uuid4().hex[:12]
         dest.mkdir(parents=True)
-        return registry.download(version, dest=dest)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest), tracking_uri=uri))
 
     return load
 

@@ -398,7 +398,8 @@ def smoke(
 @app.command()
 def deploy(version: Annotated[str, typer.Argument(help="registered model version to serve")]) -> None:
     """Blue/green: the version goes to the idle colour, is smoke-tested, takes the traffic, then becomes production."""
-    from tickcast.release.deploy import DeployError, deployer_for
+    from tickcast.release.state import DeployError
+    from tickcast.release.targets import deployer_for
 
     settings = _settings()
     _logging()
@@ -413,7 +414,8 @@ def deploy(version: Annotated[str, typer.Argument(help="registered model version
 @app.command()
 def rollback() -> None:
     """Serve the `previous` version again (blue/green, smoke-tested); the aliases swap back."""
-    from tickcast.release.deploy import DeployError, deployer_for
+    from tickcast.release.state import DeployError
+    from tickcast.release.targets import deployer_for
 
     settings = _settings()
     _logging()

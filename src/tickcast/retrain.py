@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from tickcast.registry.vocabulary import TEST_END, TEST_START
 from tickcast.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def data_summary(settings: Settings, lake: Lake | None = None) -> DataSummary:
 
 def default_deployer(settings: Settings | None = None) -> Deployer:
     """How a positive verdict is deployed: blue/green on the endpoint, smoke-tested, then the alias moves."""
-    from tickcast.release.deploy import deployer_for
+    from tickcast.release.targets import deployer_for
 
     return deployer_for(settings or get_settings())
 
@@ -145,10 +146,10 @@ def train_and_register(
         progress=progress,
     )
     logged = registry.log_training(result)
-    registry.client.set_model_version_tag(
-        registry.name, logged.version, "test_start", result.test_window[0].isoformat()
+    registry.tag_version(
+        logged.version,
+        {TEST_START: result.test_window[0].isoformat(), TEST_END: result.test_window[1].isoformat()},
     )
-    registry.client.set_model_version_tag(registry.name, logged.version, "test_end", result.test_window[1].isoformat())
     return result, logged.version
 
 
@@ -177,7 +178,8 @@ def judge(
     """Score the challenger (``version``, default: alias challenger) against production and persistence."""
     from tickcast.lake.store import Lake
     from tickcast.model.predictor import Predictor
-    from tickcast.registry.mlflow_registry import CHALLENGER, PRODUCTION, Registry, RegistryError
+    from tickcast.registry.mlflow_registry import Registry, RegistryError
+    from tickcast.registry.vocabulary import CHALLENGER, PRODUCTION
     from tickcast.validation.gate import decide
 
     s = settings or get_settings()
@@ -188,9 +190,9 @@ def judge(
         if mv is None:
             raise RegistryError(f"{registry.name} has no 'challenger' version to judge")
         version = str(mv.version)
-    mv = registry.client.get_model_version(registry.name, version)
-    start = pd.Timestamp(mv.tags["test_start"])
-    end = pd.Timestamp(mv.tags["test_end"])
+    tags = registry.version_tags(version)
+    start = pd.Timestamp(tags[TEST_START])
+    end = pd.Timestamp(tags[TEST_END])
     challenger = Predictor.from_dir(registry.download(version))
     symbols = list(challenger.preprocessing.symbols)
     session_start = start.normalize()  # whole sessions: indicators need their warm-up minutes

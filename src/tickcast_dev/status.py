@@ -160,7 +160,7 @@ def consumer_lag(settings: Settings) -> int:
 def model_view(settings: Settings) -> ModelView:
     from mlflow.tracking import MlflowClient
 
-    from tickcast.registry.mlflow_registry import PRODUCTION, PROMOTED_AT_TAG
+    from tickcast.registry.vocabulary import PRODUCTION, PROMOTED_AT
 
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
     view: dict[str, Any] = {}
@@ -184,7 +184,7 @@ def model_view(settings: Settings) -> ModelView:
     if production is not None:
         view |= {
             "production_version": str(production.version),
-            "promoted_at": production.tags.get(PROMOTED_AT_TAG),
+            "promoted_at": production.tags.get(PROMOTED_AT),
             "production_skill": production.tags.get("skill_vs_persistence"),
         }
     return ModelView(**view)

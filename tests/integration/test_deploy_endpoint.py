@@ -90,7 +90,6 @@ class StandInProcess:
 def register(settings: Settings, folder: Path) -> str:
     """One run with ``folder``'s files under ``model/`` and a version from it (Registry.log_training's layout)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from tickcast.registry.mlflow_registry import ARTIFACT_DIR, Registry
 
@@ -100,14 +99,7 @@ def register(settings: Settings, folder: Path) -> str:
     tags = {"symbols": ",".join(SYMBOLS), "purpose": "deploy integration test"}
     with mlflow.start_run(tags=tags) as run:
         mlflow.log_artifacts(str(folder), ARTIFACT_DIR)
-    try:
-        reg.client.get_registered_model(reg.name)
-    except MlflowException:
-        reg.client.create_registered_model(reg.name)
-    mv = reg.client.create_model_version(
-        reg.name, source=f"{run.info.artifact_uri}/{ARTIFACT_DIR}", run_id=run.info.run_id, tags=tags
-    )
-    return str(mv.version)
+    return reg.register(run.info.run_id, f"{run.info.artifact_uri}/{ARTIFACT_DIR}", tags)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +154,8 @@ def test_deploy_restart_failed_deploy_and_rollback(
 ) -> None:
     from tickcast.endpoint.client import EndpointClient
     from tickcast.registry.mlflow_registry import Registry
-    from tickcast.release.deploy import DeployError, LocalEndpointDeployer
+    from tickcast.release.local import LocalEndpointDeployer
+    from tickcast.release.state import DeployError
 
     t0 = time.monotonic()
     settings = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"endpoint_url": standin.url})})

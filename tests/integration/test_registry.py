@@ -49,14 +49,14 @@ def test_first_model_is_logged_registered_and_promoted(trained_settings: Setting
     assert reg.version("challenger") is not None
     assert "PROMOTE" in (prod.description or "") and "persistence" in (prod.description or "")
 
-    run = reg.client.get_run(prod.run_id)
+    run = reg.run(prod.run_id)
     for tag in ("data_window_start", "data_window_end", "dataset_hash", "git_commit", "train_end"):
         assert run.data.tags.get(tag), tag
     for metric in ("model_rmse", "persistence_rmse", "skill", "onnx_max_abs_diff"):
         assert metric in run.data.metrics, metric
-    artifacts = {a.path for a in reg.client.list_artifacts(prod.run_id, "model")}
+    artifacts = reg.artifact_paths(prod.run_id, "model")
     assert {"model/model.onnx", "model/preprocessing.json", "model/model.keras"} <= artifacts
-    plots = {a.path for a in reg.client.list_artifacts(prod.run_id, "plots")}
+    plots = reg.artifact_paths(prod.run_id, "plots")
     assert {"plots/training_curve.png", "plots/predicted_vs_actual.png"} <= plots
 
     # the registered artifacts serve: load by alias and predict from the lake's latest bars
@@ -90,9 +90,7 @@ def test_a_challenger_that_does_not_beat_the_champion_by_the_margin_is_not_promo
     assert before is not None and after is not None and after.version == before.version, "production unmoved"
     challenger = reg.version("challenger")
     assert challenger is not None and str(challenger.version) == outcome.version
-    assert "KEEP CHAMPION" in (
-        reg.client.get_model_version(strict.mlflow.model_name, outcome.version).description or ""
-    )
+    assert "KEEP CHAMPION" in (reg.model_version(outcome.version).description or "")
 
 
 def test_a_champion_whose_artifacts_are_gone_is_recorded_and_persistence_decides(trained_settings: Settings) -> None:
@@ -114,10 +112,7 @@ def test_a_champion_whose_artifacts_are_gone_is_recorded_and_persistence_decides
     verdict = judge(trained_settings, str(challenger.version))
     assert verdict.champion is None
     assert verdict.champion_note is not None and "could not be scored" in verdict.champion_note
-    assert (
-        verdict.champion_note
-        in reg.client.get_model_version(trained_settings.mlflow.model_name, str(challenger.version)).description
-    )
+    assert verdict.champion_note in reg.model_version(str(challenger.version)).description
 
 
 def test_mlflow_down_fails_before_training_and_registers_nothing(trained_settings: Settings) -> None:
@@ -125,7 +120,7 @@ def test_mlflow_down_fails_before_training_and_registers_nothing(trained_setting
     from tickcast.retrain import train_and_register
 
     reg = Registry(trained_settings)
-    count = len(reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'"))
+    count = len(reg.versions())
     down = trained_settings.model_copy(
         update={
             "mlflow": trained_settings.mlflow.model_copy(update={"tracking_uri": "http://127.0.0.1:9"}),
@@ -135,7 +130,7 @@ def test_mlflow_down_fails_before_training_and_registers_nothing(trained_setting
     with pytest.raises(RegistryError, match=r"not reachable.*nothing was registered"):
         train_and_register(down)
     assert time.monotonic() - t0 < 30
-    assert len(reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'")) == count
+    assert len(reg.versions()) == count
 
 
 def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Settings) -> None:
@@ -143,9 +138,9 @@ def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Sett
     from tickcast.registry.mlflow_registry import Registry
 
     reg = Registry(trained_settings)
-    before = len(reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'"))
+    before = len(reg.versions())
     run_dag_test(trained_settings, "retrain.py", "retrain_dag", timeout_s=400)
-    versions = reg.client.search_model_versions(f"name='{trained_settings.mlflow.model_name}'")
+    versions = reg.versions()
     assert len(versions) == before + 1, "the DAG registered exactly one new version"
     newest = max(versions, key=lambda v: int(v.version))
     assert newest.tags.get("promotion_verdict") in {"promote", "keep_champion"}

@@ -333,7 +333,8 @@ def test_cloud_builds_every_client_with_the_token_credential(cloud: Settings, fo
 
     from tickcast.cloud_deploy import AzureControlPlane
     from tickcast.lake.store import Lake
-    from tickcast.release.deploy import AzureMLDeployer, deployer_for
+    from tickcast.release.aml import AzureMLDeployer
+    from tickcast.release.targets import deployer_for
 
     shared = factories.credential(cloud)
     assert isinstance(shared, DefaultAzureCredential)
@@ -367,7 +368,7 @@ def test_the_function_app_calls_the_endpoint_with_a_token(
     monkeypatch.setattr(factories, "credential", lambda settings=None: recording)
     app = create_app(cloud)  # what cloud/function/function_app.py builds, with the same settings
     assert app.state.endpoint.problem is None
-    header = asyncio.run(app.state.endpoint._auth())
+    header = asyncio.run(app.state.endpoint.auth.aheader("score"))
     assert header == "Bearer token-from-the-managed-identity"
     assert recording.scopes == [("https://ml.azure.com/.default",)]
     assert forbidden == []

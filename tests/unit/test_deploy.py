@@ -1,4 +1,4 @@
-"""Blue/green deploy and rollback (tickcast.release.deploy) against the REAL endpoint stand-in, plus the cloud
+"""Blue/green deploy and rollback (tickcast.release) against the REAL endpoint stand-in, plus the cloud
 deployer's azure-ai-ml objects (built offline) and its calls against a recorded fake of the AML control plane.
 
 The stand-in (``emulators.aml_endpoint.app.create_app``) runs in a uvicorn server on a free loopback port in a
@@ -35,21 +35,20 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from emulators.aml_endpoint.app import create_app
 from tests.unit.test_score import SCORE_PY, make_bars, preprocessing_json, write_model
 from tickcast.endpoint.client import EndpointClient, EndpointError
-from tickcast.release.deploy import (
+from tickcast.release.aml import (
     CODE_DIR,
     REQUIREMENTS,
     AzureMLDeployer,
-    DeployError,
-    DeployReport,
-    LakeSmokeBars,
-    LocalEndpointDeployer,
     build_deployment,
     build_endpoint,
     build_environment,
     conda_spec,
-    deployer_for,
     traffic_update,
 )
+from tickcast.release.local import LocalEndpointDeployer
+from tickcast.release.smoke_bars import LakeSmokeBars
+from tickcast.release.state import DeployError, DeployReport
+from tickcast.release.targets import deployer_for
 from tickcast.retrain import Deployer
 from tickcast.settings import Settings, load_settings
 

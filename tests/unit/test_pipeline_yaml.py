@@ -151,7 +151,7 @@ def test_the_deploy_stages_use_the_project_commands(pipeline: dict[str, Any]) ->
     assert "./just deploy-cloud\n" in infra
     assert "cloud/function/package.py" in code and "config-zip" in code
     assert "git archive" in code and "local/bootstrap.sh" in code and "systemctl restart tickcast-airflow" in code
-    assert "tickcast deploy " in code  # the blue/green path of src/tickcast/release/deploy.py
+    assert "tickcast deploy " in code  # the blue/green path of src/tickcast/release/
     assert "DownloadSecureFile@1" in str(pipeline)  # the SSH key comes from a secure file, not the repository
     for name in ("DeployInfra", "DeployCode", "Smoke"):
         stage = next(s for s in pipeline["stages"] if s["stage"] == name)

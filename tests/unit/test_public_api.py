@@ -43,8 +43,8 @@ from emulators.apim.app import create_app as create_gateway
 from tests.unit.test_score import NEEDED, make_bars, write_model
 from tickcast.api import app as api_module
 from tickcast.api.app import create_app
-from tickcast.api.backend import BearerToken
 from tickcast.api.client import GatewayError, predict, smoke
+from tickcast.endpoint.auth import TokenCache
 from tickcast.lake.store import Lake
 from tickcast.scoring.contract import PredictResponse
 from tickcast.settings import PROJECT_ROOT, Settings, load_settings
@@ -491,17 +491,18 @@ def test_profile_cloud_sends_a_cached_entra_token(make_api: Callable[..., TestCl
 def test_the_token_is_refreshed_shortly_before_it_expires() -> None:
     now = [1_000_000.0]
     credential = FakeCredential(lambda: now[0])
-    token = BearerToken(lambda: credential, clock=lambda: now[0])
+    token = TokenCache(lambda: credential, clock=lambda: now[0])
 
     async def headers() -> list[str]:
-        out = [await token.header()]
+        out = [await token.aheader()]
         now[0] += 3000  # 10 minutes left: still cached
-        out.append(await token.header())
-        now[0] += 400  # less than 5 minutes left: refreshed
-        out.append(await token.header())
+        out.append(await token.aheader())
+        now[0] += 400  # less than 5 minutes left: refreshed (the sync side shares the cache)
+        out.append(token.header())
+        out.append(await token.aheader())
         return out
 
-    assert asyncio.run(headers()) == ["Bearer token-1", "Bearer token-1", "Bearer token-2"]
+    assert asyncio.run(headers()) == ["Bearer token-1", "Bearer token-1", "Bearer token-2", "Bearer token-2"]
 
 
 def test_profile_cloud_without_an_endpoint_url_is_a_503_not_a_crash(make_api: Callable[..., TestClient]) -> None:

@@ -41,12 +41,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tickcast.api.backend import (
     LAKE_BARS,
     BarSource,
-    EndpointClient,
     FastFailContainer,
     PredictionError,
     read_latest,
     resolve_symbol,
+    score,
 )
+from tickcast.endpoint.client import AsyncEndpointClient
+from tickcast.endpoint.errors import RETRY_AFTER_S
+from tickcast.errors import TickcastError
 from tickcast.scoring.contract import (
     INVALID_REQUEST,
     NOT_ENOUGH_BARS,
@@ -153,7 +156,7 @@ def create_app(
     ``credential`` replaces :func:`tickcast.azure.credential` in profile cloud.
     """
     cfg = settings or get_settings()
-    endpoint = EndpointClient(cfg, transport=endpoint_transport, credential=credential)
+    endpoint = AsyncEndpointClient(cfg, transport=endpoint_transport, credential=credential)
     state: dict[str, BarSource | None] = {"lake": lake}
     if endpoint.problem:
         log.error("the prediction API cannot score: %s", endpoint.problem)
@@ -193,9 +196,14 @@ def create_app(
     )
     app.state.endpoint = endpoint
 
-    @app.exception_handler(PredictionError)
-    async def prediction_error(_: Request, err: PredictionError) -> JSONResponse:
-        return _json_error(err.status, err.code, err.message, err.detail, err.headers())
+    @app.exception_handler(TickcastError)
+    async def tickcast_error(_: Request, err: TickcastError) -> JSONResponse:
+        """The one handler of deliberate errors: status, stable code, what to do, Retry-After on a 503."""
+        retry_after = getattr(err, "retry_after", None)
+        if retry_after is None and err.http_status == 503:
+            retry_after = RETRY_AFTER_S
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return _json_error(err.http_status, err.code or err.default_code, err.message, err.detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -242,7 +250,7 @@ def create_app(
         """The close of the minute after the symbol's latest stored bar, from its latest session."""
         sym = resolve_symbol(symbol, cfg.symbols)
         latest = await read_latest(get_lake(), sym, cap=LAKE_BARS)
-        return await endpoint.score({"symbol": sym, "bars": latest.bars}, source="lake", latest=latest)
+        return await score(endpoint, {"symbol": sym, "bars": latest.bars}, source="lake", latest=latest)
 
     @router.post(
         "/predict",
@@ -270,7 +278,7 @@ def create_app(
                 f"bars: {body.bars.size} given, this API needs at least {minimum}; send more consecutive minutes",
                 {"needed": minimum, "given": body.bars.size},
             )
-        return await endpoint.score(raw, source="caller")  # valid: forwarded as sent, not re-encoded
+        return await score(endpoint, raw, source="caller")  # valid: forwarded as sent, not re-encoded
 
     app.include_router(router)
     app.openapi = lambda: _openapi_with_request_schema(app)  # type: ignore[method-assign]

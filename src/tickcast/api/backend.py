@@ -8,13 +8,9 @@
   :mod:`tickcast.lake.store`), cleaned (sorted, one row per minute, invalid rows dropped) and capped to the
   last :data:`LAKE_BARS` bars. The API does not know the deployed model's ``bars_needed``, so it sends the
   whole latest session; a regular session is 390 minutes, so the cap only trims extended hours.
-* :class:`EndpointClient` — ONE pooled ``httpx.AsyncClient`` (over aiohttp:
-  :mod:`tickcast.endpoint.http_transport`) for ``POST {settings.endpoint_url}/score``,
-  authenticated with ``Authorization: Bearer <serving.endpoint_key>`` in profile local and with an Entra ID
-  token for :data:`AML_SCOPE` from :func:`tickcast.azure.credential` (managed identity) in profile cloud
-  (:class:`BearerToken` caches it until :data:`TOKEN_REFRESH_MARGIN_S` before it expires; the credential is
-  not called per request). :func:`interpret` turns the endpoint's answer into a
-  :class:`~tickcast.scoring.contract.PredictResponse` or a :class:`PredictionError`.
+* :func:`score` — one ``POST /score`` through the async endpoint client
+  (:class:`tickcast.endpoint.client.AsyncEndpointClient`: pooling, auth and timeouts live there);
+  :func:`interpret` turns the endpoint's refusal into the :class:`PredictionError` the caller gets.
 
 Every refusal is a :class:`PredictionError` (HTTP status, stable ``code``, a message that says what to do, a
 structured ``detail``, and ``Retry-After`` seconds for 503s); its body is
@@ -43,19 +39,17 @@ addresses, keys and upstream bodies of 5xx answers are logged, never returned to
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
-import httpx
 from pydantic import ValidationError
 
-from tickcast.endpoint.http_transport import AiohttpTransport
+from tickcast.endpoint.client import AsyncEndpointClient
+from tickcast.endpoint.errors import RETRY_AFTER_S, EndpointError
+from tickcast.errors import TickcastError
 from tickcast.scoring.contract import (
     INVALID_REQUEST,
     MODEL_NOT_LOADED,
@@ -63,17 +57,13 @@ from tickcast.scoring.contract import (
     UNKNOWN_SYMBOL,
     ErrorBody,
     PredictResponse,
-    model_status,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
-    from azure.core.credentials import AccessToken, TokenCredential
 
-    from tickcast.settings import Settings
 
 __all__ = [
-    "AML_SCOPE",
     "ENDPOINT_UNAVAILABLE",
     "INVALID_LAKE_DATA",
     "LAKE_BARS",
@@ -81,8 +71,6 @@ __all__ = [
     "NO_BARS",
     "RETRY_AFTER_S",
     "BarSource",
-    "BearerToken",
-    "EndpointClient",
     "FastFailContainer",
     "LatestBars",
     "PredictionError",
@@ -90,6 +78,7 @@ __all__ = [
     "latest_session",
     "read_latest",
     "resolve_symbol",
+    "score",
 ]
 
 log = logging.getLogger("tickcast.api.app")
@@ -100,29 +89,21 @@ ENDPOINT_UNAVAILABLE: Final = "endpoint_unavailable"
 LAKE_UNAVAILABLE: Final = "lake_unavailable"
 INVALID_LAKE_DATA: Final = "invalid_lake_data"
 
-AML_SCOPE: Final = "https://ml.azure.com/.default"  # audience of AML online endpoints with auth_mode aad_token
-TOKEN_REFRESH_MARGIN_S: Final = 300.0  # refresh a token this long before it expires (azure-core does the same)
 LAKE_BARS: Final = 400  # bars of the latest session sent to the model (a regular session has 390)
-RETRY_AFTER_S: Final = 5  # Retry-After of a 503
-MAX_RETRY_AFTER_S: Final = 300
-CONNECT_TIMEOUT_S: Final = 3.0
-TIMEOUT_MARGIN_S: Final = 1.0  # wait this much past request_timeout_ms, so the endpoint's own 408 arrives first
 _SHOWN_SYMBOL: Final = 24  # longest symbol echoed back in a message
 
 Source = Literal["caller", "lake"]
 
 
-class PredictionError(Exception):
+class PredictionError(TickcastError):
     """A request the API cannot answer with a prediction: status, stable code, what to do, optional Retry-After."""
 
     def __init__(
         self, status: int, code: str, message: str, detail: Any = None, *, retry_after: int | None = None
     ) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, code=code, detail=detail)
+        self.status = self.http_status = status
         self.code = code
-        self.message = message
-        self.detail = detail
         self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
@@ -297,102 +278,35 @@ async def read_latest(lake: BarSource, symbol: str, *, cap: int = LAKE_BARS) -> 
 # --- the endpoint ----------------------------------------------------------------------------------------
 
 
-class BearerToken:
-    """``Bearer <token>`` for ``scope`` from a token credential, cached until ``margin_s`` before it expires.
-
-    The credential is created lazily by ``credential_factory`` (importing azure-identity costs time) and
-    called in a worker thread (its ``get_token`` blocks); one refresh at a time.
-    """
-
-    def __init__(
-        self,
-        credential_factory: Callable[[], TokenCredential],
-        scope: str = AML_SCOPE,
-        *,
-        margin_s: float = TOKEN_REFRESH_MARGIN_S,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._factory = credential_factory
-        self._credential: TokenCredential | None = None
-        self.scope = scope
-        self.margin_s = margin_s
-        self.clock = clock
-        self._token: AccessToken | None = None
-        self._lock: asyncio.Lock | None = None
-
-    def _fresh(self) -> bool:
-        return self._token is not None and self._token.expires_on - self.margin_s > self.clock()
-
-    def _fetch(self) -> AccessToken:
-        if self._credential is None:
-            self._credential = self._factory()
-        return self._credential.get_token(self.scope)
-
-    async def header(self) -> str:
-        if not self._fresh():
-            from anyio import to_thread
-
-            self._lock = self._lock or asyncio.Lock()
-            async with self._lock:
-                if not self._fresh():
-                    self._token = await to_thread.run_sync(self._fetch)
-                    log.info("endpoint: new token for %s, expires at %d", self.scope, self._token.expires_on)
-        assert self._token is not None
-        return f"Bearer {self._token.token}"
-
-
-def _retry_after(headers: Mapping[str, str]) -> int:
-    value = str(headers.get("retry-after") or "").strip()
-    if value.isdigit():
-        return max(1, min(int(value), MAX_RETRY_AFTER_S))
-    return RETRY_AFTER_S
-
-
-def _decode(content: bytes) -> Any:
-    import json
-
-    try:
-        return json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return content[:500].decode("utf-8", "replace")
-
-
-def interpret(
-    status_code: int,
-    headers: Mapping[str, str],
-    content: bytes,
-    *,
-    source: Source,
-    latest: LatestBars | None = None,
-) -> PredictResponse:
-    """The endpoint's answer as a :class:`PredictResponse`, or the :class:`PredictionError` the caller gets.
+def interpret(err: EndpointError, *, source: Source, latest: LatestBars | None = None) -> PredictionError:
+    """The :class:`PredictionError` the caller gets for the endpoint's refusal ``err``.
 
     ``source`` says whose bars were sent: the caller's (``POST /api/predict``) or the lake's (``GET``), which
     decides whether a refusal of the bars is the caller's to fix (422) or a server-side problem (503).
     """
-    status = model_status(status_code, headers)
-    body = _decode(content)
-    if status == 200:
-        try:
-            return PredictResponse.model_validate(body)
-        except ValidationError as err:
-            log.error("endpoint: a 200 answer that is not a prediction: %s; body %.300r", err, body)
-            raise unavailable("the model endpoint answered something that is not a prediction; try again") from None
-    data = body if isinstance(body, Mapping) else {}
-    code = str(data.get("code") or "")
-    message = str(data.get("error") or data.get("message") or "").strip()
-    detail = data.get("detail")
+    if err.status is None:  # no answer: refused, timed out, no token, misconfigured
+        level = logging.ERROR if err.code in ("no_token", "misconfigured") else logging.WARNING
+        log.log(level, "endpoint: %s", err)
+        what = {
+            "no_token": "predictions are unavailable: the API could not authenticate to the model",
+            "misconfigured": "predictions are unavailable: the API is misconfigured; the operators were told",
+        }.get(err.code or "", "the model endpoint is unreachable or did not answer in time; try again shortly")
+        return unavailable(what)
+    status = err.model_status if err.model_status is not None else err.status
+    body = err.body
+    code, message = err.code or "", err.message.strip()
+    detail = body.get("detail") if isinstance(body, Mapping) else None
     if code == UNKNOWN_SYMBOL:
-        raise PredictionError(404, UNKNOWN_SYMBOL, message or "the model does not know this symbol", detail)
+        return PredictionError(404, UNKNOWN_SYMBOL, message or "the model does not know this symbol", detail)
     if status == 400 and code == NOT_ENOUGH_BARS:
         if source == "lake" and latest is not None:
-            raise _lake_not_enough(latest, detail, message)
-        raise PredictionError(422, NOT_ENOUGH_BARS, message, detail)
+            return _lake_not_enough(latest, detail, message)
+        return PredictionError(422, NOT_ENOUGH_BARS, message, detail)
     if status == 400:
         if source == "caller":
-            raise PredictionError(422, INVALID_REQUEST, message or "the model refused the request", detail)
+            return PredictionError(422, INVALID_REQUEST, message or "the model refused the request", detail)
         log.error("endpoint: the model refused the lake's bars: %s", message)
-        raise PredictionError(
+        return PredictionError(
             503,
             INVALID_LAKE_DATA,
             f"the model refused the stored bars: {message}; this is a server-side data problem, not your "
@@ -410,14 +324,14 @@ def interpret(
     if code == MODEL_NOT_LOADED:
         what = "the deployed model is not loaded"
     level = logging.ERROR if status in (401, 403) else logging.WARNING
-    log.log(level, "endpoint: %s (HTTP %d, model status %d): %.300r", what, status_code, status, body)
-    raise unavailable(
+    log.log(level, "endpoint: %s (HTTP %d, model status %d): %.300r", what, err.status, status, body)
+    return unavailable(
         "predictions are unavailable right now: the model endpoint "
         + {401: "is misconfigured", 403: "is misconfigured", 429: "is busy", 408: "is too slow"}.get(
             status, "is not serving"
         )
         + "; try again shortly",
-        retry_after=_retry_after(headers) if status in (429, 503) else RETRY_AFTER_S,
+        retry_after=err.retry_after if status in (429, 503) else RETRY_AFTER_S,
     )
 
 
@@ -439,91 +353,21 @@ def _lake_not_enough(latest: LatestBars, detail: Any, message: str) -> Predictio
     )
 
 
-class EndpointClient:
-    """``POST /score`` on the online endpoint through ONE pooled ``httpx.AsyncClient``.
-
-    :meth:`open` creates the client (the app's lifespan does, and :meth:`score` does on first use when no
-    lifespan ran); :meth:`aclose` closes it. ``transport`` replaces the network (tests); ``credential``
-    replaces :func:`tickcast.azure.credential` in profile cloud.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        credential: TokenCredential | None = None,
-    ) -> None:
-        self.base_url = settings.endpoint_url
-        self.timeout_s = settings.serving.request_timeout_ms / 1000
-        self.timeout = httpx.Timeout(self.timeout_s + TIMEOUT_MARGIN_S, connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
-        self.transport = transport
-        self.problem: str | None = None  # a configuration error: every score() is a 503 saying so (logged)
-        self._auth: Callable[[], Awaitable[str | None]]
-        if settings.profile == "cloud":
-            if not settings.serving.endpoint_url:
-                self.problem = "TICKCAST_SERVING__ENDPOINT_URL is not set (the AML endpoint's scoring URI)"
-            if credential is not None:
-                fixed = credential
-                token = BearerToken(lambda: fixed)
-            else:
-                from tickcast.azure import credential as make_credential
-
-                token = BearerToken(lambda: make_credential(settings))
-            self._auth = token.header
-        else:
-            secret = settings.serving.endpoint_key.get_secret_value() if settings.serving.endpoint_key else ""
-            header = f"Bearer {secret}" if secret else None
-
-            async def static() -> str | None:
-                return header
-
-            self._auth = static
-        self._client: httpx.AsyncClient | None = None
-
-    def open(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                timeout=self.timeout,
-                transport=self.transport or AiohttpTransport(),
-                headers={"Accept": "application/json", "User-Agent": "tickcast-api"},
-                follow_redirects=False,
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def score(
-        self, payload: dict[str, Any] | bytes, *, source: Source, latest: LatestBars | None = None
-    ) -> PredictResponse:
-        """Score ``payload`` (``{symbol, bars}``, or that body as JSON bytes, sent as is); raises
-        :class:`PredictionError` as in the module table."""
-        if self.problem:
-            log.error("endpoint: %s", self.problem)
-            raise unavailable("predictions are unavailable: the API is misconfigured; the operators were told")
-        client = self.open()
-        try:
-            auth = await self._auth()
-        except Exception as err:  # azure-identity raises several types; all mean "no token now"
-            log.error("endpoint: no token for %s: %s: %s", AML_SCOPE, type(err).__name__, err)
-            raise unavailable("predictions are unavailable: the API could not authenticate to the model") from None
-        headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = auth
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        started = time.perf_counter()
-        try:
-            response = await client.post("/score", content=body, headers=headers)
-        except httpx.TimeoutException as err:
-            log.warning("endpoint: no answer from %s within %.1f s: %r", self.base_url, self.timeout_s, err)
-            raise unavailable("the model endpoint did not answer in time; try again shortly") from None
-        except httpx.HTTPError as err:
-            log.warning("endpoint: %s unreachable: %r", self.base_url, err)
-            raise unavailable("the model endpoint is unreachable; try again shortly") from None
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        log.debug("endpoint: HTTP %d in %.1f ms", response.status_code, elapsed_ms)
-        return interpret(response.status_code, response.headers, response.content, source=source, latest=latest)
+async def score(
+    endpoint: AsyncEndpointClient,
+    payload: dict[str, Any] | bytes,
+    *,
+    source: Source,
+    latest: LatestBars | None = None,
+) -> PredictResponse:
+    """Score ``payload`` (``{symbol, bars}``, or that body as JSON bytes, sent as is) on the endpoint; the
+    answer as a :class:`PredictResponse`, or the :class:`PredictionError` of the module table."""
+    try:
+        answer = await endpoint.score(payload)
+    except EndpointError as err:
+        raise interpret(err, source=source, latest=latest) from None
+    try:
+        return PredictResponse.model_validate(answer.body)
+    except ValidationError as err:
+        log.error("endpoint: a 200 answer that is not a prediction: %s; body %.300r", err, answer.body)
+        raise unavailable("the model endpoint answered something that is not a prediction; try again") from None

@@ -30,6 +30,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
+from tickcast.endpoint.errors import decode_body, error_parts
+from tickcast.errors import UnavailableError
 from tickcast.scoring.contract import PredictResponse
 
 __all__ = ["KEY_HEADER", "GatewayError", "SmokeCheck", "SmokeReport", "predict", "smoke"]
@@ -40,16 +42,19 @@ UNKNOWN_SYMBOL: Final = "ZZZZZZ"
 _DETAIL_CHARS = 200
 
 
-class GatewayError(Exception):
+class GatewayError(UnavailableError):
     """A call through the gateway that did not give a prediction: status (None: no answer), code, message."""
 
     def __init__(self, url: str, status: int | None, message: str, code: str | None = None) -> None:
         where = "no answer" if status is None else f"HTTP {status}"
-        super().__init__(f"{url}: {where}: {message}")
+        super().__init__(message, code=code)
+        self.code = code
+        self.text = f"{url}: {where}: {message}"
         self.url = url
         self.status = status
-        self.code = code
-        self.message = message
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -106,16 +111,10 @@ class SmokeReport:
 
 
 def _message(response: httpx.Response) -> tuple[str, str | None]:
-    """(message, code) of an error answer: the API's ``{error, code}`` or APIM's ``{statusCode, message}``."""
-    try:
-        body = response.json()
-    except ValueError:
-        return (response.text.strip()[:_DETAIL_CHARS] or "(empty body)"), None
-    if isinstance(body, dict):
-        message = body.get("error") or body.get("message") or body
-        code = body.get("code")
-        return str(message)[: _DETAIL_CHARS * 2], (str(code) if code else None)
-    return str(body)[:_DETAIL_CHARS], None
+    """(message, code) of an error answer, by the one error-body parser (the API's ``{error, code}`` or
+    APIM's ``{statusCode, message}``), bounded for a terminal line."""
+    message, code = error_parts(decode_body(response.content))
+    return message[: _DETAIL_CHARS * 2], code
 
 
 def _prediction_problem(response: httpx.Response, symbol: str) -> str | None:

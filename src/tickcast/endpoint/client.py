@@ -1,41 +1,40 @@
-"""A small typed client for the online endpoint: scoring (data plane) and the stand-in's management API.
+"""The ONE client of the online endpoint: a sync :class:`EndpointClient` and its async twin
+:class:`AsyncEndpointClient`, sharing their models, timeouts, authentication and error parsing.
 
-One :class:`EndpointClient` holds ONE ``httpx.Client`` (connection pooling, one base URL, the auth header)
-for its whole life; close it (or use it as a context manager) when done.
+* **Scoring** — ``score()`` posts ``{symbol, bars}`` to ``POST /score``, optionally pinned to one deployment
+  with the ``azureml-model-deployment`` header (how a colour at 0 % traffic is smoke-tested). Same route and
+  headers on a real AML online endpoint. The sync client serves deploy, smoke and status; the async twin
+  serves the public API (one pooled ``httpx.AsyncClient`` over aiohttp, :mod:`tickcast.endpoint.http_transport`).
+* **Management** (sync only) — ``PUT/GET/DELETE /deployments/{name}``, ``GET /deployments``,
+  ``GET/PUT /traffic``: the LOCAL stand-in's API (``emulators/aml_endpoint``). In the cloud the control plane
+  is Azure Resource Manager, driven by :mod:`tickcast.release.aml` through ``azure-ai-ml`` instead.
 
-* **Scoring** — :meth:`EndpointClient.score` posts ``{symbol, bars}`` to ``POST /score``, optionally
-  pinned to one deployment with the ``azureml-model-deployment`` header (how a colour at 0 % traffic is
-  smoke-tested). It works against a real AML online endpoint too (same route, same headers).
-* **Management** — ``PUT/GET/DELETE /deployments/{name}``, ``GET /deployments``, ``GET/PUT /traffic``: the
-  LOCAL stand-in's API (``emulators/aml_endpoint``). In the cloud the control plane is Azure Resource
-  Manager, driven by :class:`tickcast.release.deploy.AzureMLDeployer` through ``azure-ai-ml`` instead.
+Authentication is decided once, by :class:`EndpointAuth` (:mod:`tickcast.endpoint.auth`), for both twins.
 
-Authentication: ``Authorization: Bearer <TICKCAST_SERVING__ENDPOINT_KEY>`` (the stand-in's key). When no key
-is configured and a ``token_credential`` is given (profile cloud: :func:`tickcast.azure.credential`), an
-Entra ID token for ``https://ml.azure.com/.default`` is sent instead — what an endpoint with
-``auth_mode="aad_token"`` expects; the credential caches and refreshes it.
-
-Timeouts: scoring waits ``serving.request_timeout_ms`` plus :data:`SCORE_TIMEOUT_MARGIN_S` (so the
-endpoint's own 408 arrives before the client gives up); management calls wait
-:data:`MANAGEMENT_TIMEOUT_S` (a PUT downloads the model from MLflow and runs ``init()``); connecting waits
+Timeouts (one set): scoring waits ``serving.request_timeout_ms`` plus :data:`SCORE_TIMEOUT_MARGIN_S`, so
+the endpoint's own 408 arrives before the client gives up; management calls wait
+:data:`MANAGEMENT_TIMEOUT_S` (a PUT downloads the model and runs ``init()``); connecting waits
 :data:`CONNECT_TIMEOUT_S`.
 
-Every failure is an :class:`EndpointError`: ``status`` (``None`` when no HTTP answer came: refused,
-timed out), the server's own ``message`` and ``code`` (ARM-style ``{"error": {"code", "message"}}``,
-score.py's ``{"error", "code", "detail"}`` or AML's ``{"message"}``), and for scoring the container's status
-behind AML's 424 (``model_status``, via :func:`tickcast.scoring.contract.model_status`).
+Every failure is an :class:`EndpointError`: ``status`` (``None`` when no HTTP answer came: refused, timed
+out, no token), the server's own ``message`` and ``code`` — parsed once, by :func:`error_parts`, from every
+error-body shape we meet — and for scoring the container's status behind AML's 424 (``model_status``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
+from tickcast.endpoint.auth import EndpointAuth
+from tickcast.endpoint.errors import EndpointError, decode_body, error_parts, retry_after_of
+from tickcast.endpoint.http_transport import AiohttpTransport
 from tickcast.scoring.contract import DEPLOYMENT_HEADER, PredictRequest, model_status
 from tickcast.settings import Settings, get_settings
 
@@ -43,51 +42,21 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 __all__ = [
-    "AML_TOKEN_SCOPE",
     "CONNECT_TIMEOUT_S",
     "MANAGEMENT_TIMEOUT_S",
     "SCORE_TIMEOUT_MARGIN_S",
+    "AsyncEndpointClient",
     "DeploymentInfo",
     "EndpointClient",
     "EndpointError",
     "ScoreAnswer",
+    "error_parts",
+    "retry_after_of",
 ]
 
-AML_TOKEN_SCOPE = "https://ml.azure.com/.default"  # noqa: S105 - an OAuth scope (aad_token endpoints), no secret
-CONNECT_TIMEOUT_S = 5.0
-MANAGEMENT_TIMEOUT_S = 180.0
-SCORE_TIMEOUT_MARGIN_S = 5.0
-_MAX_MESSAGE = 2000
-
-
-class EndpointError(Exception):
-    """The endpoint refused a call or could not be reached.
-
-    ``status``: the HTTP status (``None`` when no answer came); ``message``: the server's own explanation
-    (or the transport error); ``code``: the server's error code where it gave one; ``model_status``: for
-    scoring, score.py's own status behind an AML 424; ``body``: the decoded answer (JSON or text).
-    """
-
-    def __init__(
-        self,
-        operation: str,
-        status: int | None,
-        message: str,
-        *,
-        code: str | None = None,
-        model_status: int | None = None,
-        body: Any = None,
-    ) -> None:
-        self.operation = operation
-        self.status = status
-        self.message = message
-        self.code = code
-        self.model_status = model_status
-        self.body = body
-        where = "no answer" if status is None else f"HTTP {status}"
-        if model_status is not None and model_status != status:
-            where += f" (model answered {model_status})"
-        super().__init__(f"{operation}: {where}: {message}" + (f" [{code}]" if code else ""))
+CONNECT_TIMEOUT_S: Final = 3.0
+MANAGEMENT_TIMEOUT_S: Final = 180.0
+SCORE_TIMEOUT_MARGIN_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -129,45 +98,73 @@ class ScoreAnswer:
     headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
-class _AadTokenAuth(httpx.Auth):
-    """``Authorization: Bearer <Entra ID token>`` from a token credential (it caches and refreshes)."""
-
-    def __init__(self, credential: TokenCredential, scope: str = AML_TOKEN_SCOPE) -> None:
-        self.credential = credential
-        self.scope = scope
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self.credential.get_token(self.scope).token}"
-        yield request
+# --- shared by both twins -----------------------------------------------------------------------------------
 
 
-def _decode(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
+def _score_content(request: PredictRequest | Mapping[str, Any] | str | bytes) -> str | bytes:
+    if isinstance(request, PredictRequest):
+        return request.model_dump_json()
+    if isinstance(request, str | bytes):
+        return request
+    return json.dumps(dict(request))
 
 
-def _error_parts(body: Any) -> tuple[str, str | None]:
-    """(message, code) from any of the error bodies the endpoint sends."""
-    if isinstance(body, Mapping):
-        err = body.get("error")
-        if isinstance(err, Mapping):  # ARM style
-            return str(err.get("message") or err), (str(err["code"]) if err.get("code") else None)
-        if isinstance(err, str):  # score.py's ErrorBody, or a Failed deployment record
-            return err, (str(body["code"]) if body.get("code") else None)
-        if body.get("message"):  # AML / azmlinfsrv
-            return str(body["message"]), None
-        return json.dumps(body)[:_MAX_MESSAGE], None
-    text = str(body or "").strip()
-    return (text[:_MAX_MESSAGE] or "(empty body)"), None
+def _score_headers(deployment: str | None, auth: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if deployment:
+        headers[DEPLOYMENT_HEADER] = deployment
+    if auth:
+        headers["Authorization"] = auth
+    return headers
+
+
+def _score_operation(deployment: str | None) -> str:
+    return f"score{f' on deployment {deployment!r}' if deployment else ''}"
+
+
+def _score_answer(operation: str, response: httpx.Response, elapsed_s: float) -> ScoreAnswer:
+    """The answer of ``POST /score`` as a :class:`ScoreAnswer`, or the :class:`EndpointError` it means."""
+    body = decode_body(response.content)
+    if response.status_code != 200:
+        message, code = error_parts(body)
+        raise EndpointError(
+            operation,
+            response.status_code,
+            message,
+            code=code,
+            model_status=model_status(response.status_code, response.headers),
+            body=body,
+            retry_after=retry_after_of(response.headers),
+        )
+    if not isinstance(body, dict):
+        raise EndpointError(operation, 200, f"the answer is not a JSON object: {str(body)[:200]!r}", body=body)
+    return ScoreAnswer(body, response.headers.get(DEPLOYMENT_HEADER), elapsed_s, dict(response.headers))
+
+
+def _no_answer(operation: str, base_url: str, err: httpx.HTTPError) -> EndpointError:
+    if isinstance(err, httpx.TimeoutException):
+        return EndpointError(operation, None, f"timed out talking to {base_url} ({type(err).__name__}: {err})")
+    return EndpointError(
+        operation,
+        None,
+        f"cannot reach the endpoint at {base_url} ({type(err).__name__}: {err}); is it running? "
+        "(locally: tickcast up; or set TICKCAST_SERVING__ENDPOINT_URL)",
+    )
+
+
+def _timeouts(settings: Settings) -> httpx.Timeout:
+    return httpx.Timeout(settings.serving.request_timeout_ms / 1000 + SCORE_TIMEOUT_MARGIN_S, connect=CONNECT_TIMEOUT_S)
+
+
+# --- the sync client ----------------------------------------------------------------------------------------
 
 
 class EndpointClient:
     """Typed calls to the endpoint at ``settings.endpoint_url`` (one pooled ``httpx.Client``).
 
     ``transport`` replaces the network (tests); ``base_url``/``key`` override the settings;
-    ``token_credential`` is used only when there is no key (see the module docstring).
+    ``token_credential`` replaces :func:`tickcast.azure.credential` when a token is used (see
+    :mod:`tickcast.endpoint.auth`). Close it (or use it as a context manager) when done.
     """
 
     def __init__(
@@ -182,29 +179,16 @@ class EndpointClient:
     ) -> None:
         s = settings or get_settings()
         self.base_url = (base_url or s.endpoint_url).rstrip("/")
-        self.score_timeout = httpx.Timeout(
-            s.serving.request_timeout_ms / 1000 + SCORE_TIMEOUT_MARGIN_S, connect=CONNECT_TIMEOUT_S
-        )
+        self.score_timeout = _timeouts(s)
         self.management_timeout = httpx.Timeout(management_timeout_s, connect=CONNECT_TIMEOUT_S)
-        secret = (
-            key if key is not None else (s.serving.endpoint_key.get_secret_value() if s.serving.endpoint_key else "")
-        )
-        headers = {"Accept": "application/json", "User-Agent": "tickcast-endpoint-client"}
-        auth: httpx.Auth | None = None
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
-        elif token_credential is not None:
-            auth = _AadTokenAuth(token_credential)
+        self.auth = EndpointAuth(s, key=key, credential=token_credential)
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers=headers,
-            auth=auth,
+            headers={"Accept": "application/json", "User-Agent": "tickcast-endpoint-client"},
             timeout=self.management_timeout,
             transport=transport,
             follow_redirects=False,
         )
-
-    # --- life cycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
         self._http.close()
@@ -217,39 +201,27 @@ class EndpointClient:
     ) -> None:
         self.close()
 
-    # --- plumbing ---------------------------------------------------------------------------------
-
     def _send(
-        self,
-        operation: str,
-        method: str,
-        path: str,
-        *,
-        timeout: httpx.Timeout | None = None,
-        **kwargs: Any,
+        self, operation: str, method: str, path: str, *, timeout: httpx.Timeout | None = None, **kwargs: Any
     ) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if "Authorization" not in headers:
+            auth = self.auth.header(operation)
+            if auth:
+                headers["Authorization"] = auth
         try:
-            return self._http.request(method, path, timeout=timeout or self.management_timeout, **kwargs)
-        except httpx.TimeoutException as err:
-            raise EndpointError(
-                operation, None, f"timed out talking to {self.base_url} ({type(err).__name__}: {err})"
-            ) from err
+            return self._http.request(
+                method, path, timeout=timeout or self.management_timeout, headers=headers, **kwargs
+            )
         except httpx.HTTPError as err:
-            raise EndpointError(
-                operation,
-                None,
-                f"cannot reach the endpoint at {self.base_url} ({type(err).__name__}: {err}); is it running? "
-                "(locally: tickcast up; or set TICKCAST_SERVING__ENDPOINT_URL)",
-            ) from err
+            raise _no_answer(operation, self.base_url, err) from err
 
     def _check(self, operation: str, response: httpx.Response, *ok: int) -> Any:
-        body = _decode(response)
+        body = decode_body(response.content)
         if response.status_code in (ok or (200,)):
             return body
-        message, code = _error_parts(body)
+        message, code = error_parts(body)
         raise EndpointError(operation, response.status_code, message, code=code, body=body)
-
-    # --- data plane -------------------------------------------------------------------------------
 
     def healthy(self) -> bool:
         """``GET /`` answers 200 (liveness; needs no key)."""
@@ -259,42 +231,25 @@ class EndpointClient:
             return False
 
     def score(
-        self,
-        request: PredictRequest | Mapping[str, Any] | str | bytes,
-        deployment: str | None = None,
+        self, request: PredictRequest | Mapping[str, Any] | str | bytes, deployment: str | None = None
     ) -> ScoreAnswer:
         """``POST /score``; ``deployment`` pins the request to one deployment (also at 0 % traffic).
 
         Raises :class:`EndpointError` for any non-200 answer (``model_status`` = score.py's own status).
         """
-        if isinstance(request, PredictRequest):
-            content: str | bytes = request.model_dump_json()
-        elif isinstance(request, str | bytes):
-            content = request
-        else:
-            content = json.dumps(dict(request))
-        headers = {"Content-Type": "application/json"}
-        if deployment:
-            headers[DEPLOYMENT_HEADER] = deployment
-        operation = f"score{f' on deployment {deployment!r}' if deployment else ''}"
-        response = self._send(operation, "POST", "/score", content=content, headers=headers, timeout=self.score_timeout)
-        body = _decode(response)
-        answered = response.headers.get(DEPLOYMENT_HEADER)
-        if response.status_code != 200:
-            message, code = _error_parts(body)
-            raise EndpointError(
-                operation,
-                response.status_code,
-                message,
-                code=code,
-                model_status=model_status(response.status_code, response.headers),
-                body=body,
-            )
-        if not isinstance(body, dict):
-            raise EndpointError(operation, 200, f"the answer is not a JSON object: {str(body)[:200]!r}", body=body)
-        return ScoreAnswer(body, answered, response.elapsed.total_seconds(), dict(response.headers))
+        operation = _score_operation(deployment)
+        started = time.perf_counter()
+        response = self._send(
+            operation,
+            "POST",
+            "/score",
+            content=_score_content(request),
+            headers=_score_headers(deployment, self.auth.header(operation)),
+            timeout=self.score_timeout,
+        )
+        return _score_answer(operation, response, time.perf_counter() - started)
 
-    # --- management (the local stand-in) ----------------------------------------------------------
+    # --- management (the local stand-in) ------------------------------------------------------------------
 
     def deployments(self) -> list[DeploymentInfo]:
         body = self._check("list deployments", self._send("list deployments", "GET", "/deployments"))
@@ -330,3 +285,64 @@ class EndpointClient:
         operation = f"set traffic {dict(weights)}"
         body = self._check(operation, self._send(operation, "PUT", "/traffic", json=dict(weights)))
         return {str(k): int(v) for k, v in dict(body).items()}
+
+
+# --- the async twin -----------------------------------------------------------------------------------------
+
+
+class AsyncEndpointClient:
+    """``POST /score`` through ONE pooled ``httpx.AsyncClient`` over aiohttp — the public API's hop.
+
+    :meth:`open` creates the pooled client (the API's lifespan does; :meth:`score` does on first use when no
+    lifespan ran); :meth:`aclose` closes it. ``transport`` replaces the network (tests); ``credential``
+    replaces :func:`tickcast.azure.credential` when a token is used.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        credential: TokenCredential | None = None,
+    ) -> None:
+        self.base_url = settings.endpoint_url
+        self.timeout = _timeouts(settings)
+        self.timeout_s = settings.serving.request_timeout_ms / 1000
+        self.transport = transport
+        self.auth = EndpointAuth(settings, credential=credential)
+        self.problem: str | None = self.auth.problem  # a configuration error: every score() fails saying so
+        self._client: httpx.AsyncClient | None = None
+
+    def open(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=self.timeout,
+                transport=self.transport or AiohttpTransport(),
+                headers={"Accept": "application/json", "User-Agent": "tickcast-api"},
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def score(
+        self, request: PredictRequest | Mapping[str, Any] | str | bytes, deployment: str | None = None
+    ) -> ScoreAnswer:
+        """The async twin of :meth:`EndpointClient.score` (the body is sent as given when it is bytes)."""
+        operation = _score_operation(deployment)
+        if self.problem:
+            raise EndpointError(operation, None, self.problem, code="misconfigured")
+        client = self.open()
+        auth = await self.auth.aheader(operation)
+        started = time.perf_counter()
+        try:
+            response = await client.post(
+                "/score", content=_score_content(request), headers=_score_headers(deployment, auth)
+            )
+        except httpx.HTTPError as err:
+            raise _no_answer(operation, self.base_url, err) from None
+        return _score_answer(operation, response, time.perf_counter() - started)

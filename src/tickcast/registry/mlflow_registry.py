@@ -19,6 +19,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tickcast.errors import UnavailableError
+from tickcast.registry.vocabulary import (
+    ALIASES,
+    CHALLENGER,
+    DATA_WINDOW_END,
+    DATA_WINDOW_START,
+    DATASET_HASH,
+    GIT_COMMIT,
+    PREVIOUS,
+    PRODUCTION,
+    PROMOTED_AT,
+    PROMOTION_VERDICT,
+    SKILL_VS_PERSISTENCE,
+    SYMBOLS,
+    TRAIN_END,
+)
 from tickcast.settings import PROJECT_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -27,13 +43,13 @@ if TYPE_CHECKING:
     from tickcast.model.training import TrainingResult
     from tickcast.validation.gate import Verdict
 
-PRODUCTION, CHALLENGER, PREVIOUS = "production", "challenger", "previous"
 ARTIFACT_DIR = "model"
-PROMOTED_AT_TAG = "promoted_at"  # version tag: when the version last became production (ISO-8601 UTC)
 
 
-class RegistryError(Exception):
+class RegistryError(UnavailableError):
     """MLflow refused or could not be reached; the message says which call and why."""
+
+    default_code = "registry_error"
 
 
 @dataclass(frozen=True)
@@ -59,13 +75,15 @@ def git_commit() -> str:
 
 
 class Registry:
+    """The ONLY owner of MLflow in tickcast: runs, registered versions, their tags and the aliases."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.settings = settings or get_settings()
         self.name = self.settings.mlflow.model_name
         self.uri = self.settings.mlflow_tracking_uri
-        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def check_reachable(self) -> None:
         """Fail fast with a clear message when the tracking server is down (before any training)."""
@@ -87,12 +105,12 @@ class Registry:
         mlflow.set_registry_uri(self.uri)
         mlflow.set_experiment(self.settings.mlflow.experiment)
         tags = {
-            "data_window_start": result.data_window[0].isoformat(),
-            "data_window_end": result.data_window[1].isoformat(),
-            "train_end": result.train_end.isoformat(),
-            "dataset_hash": result.dataset_hash,
-            "git_commit": git_commit(),
-            "symbols": ",".join(result.preprocessing.symbols),
+            DATA_WINDOW_START: result.data_window[0].isoformat(),
+            DATA_WINDOW_END: result.data_window[1].isoformat(),
+            TRAIN_END: result.train_end.isoformat(),
+            DATASET_HASH: result.dataset_hash,
+            GIT_COMMIT: git_commit(),
+            SYMBOLS: ",".join(result.preprocessing.symbols),
         }
         with mlflow.start_run(tags=tags) as run:
             mlflow.log_params(result.params)
@@ -112,20 +130,22 @@ class Registry:
                 result.test_frame.to_csv(Path(tmp) / "test_predictions.csv", index=False)
                 mlflow.log_artifact(str(Path(tmp) / "test_predictions.csv"), "evaluation")
             artifact_uri = f"{run.info.artifact_uri}/{ARTIFACT_DIR}"
-        version = self._register(run.info.run_id, artifact_uri, tags)
-        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        version = self.register(run.info.run_id, artifact_uri, tags)
+        self._client.set_registered_model_alias(self.name, CHALLENGER, version)
         return LoggedModel(run_id=run.info.run_id, version=version, artifact_uri=artifact_uri)
 
-    def _register(self, run_id: str, source: str, tags: dict[str, str]) -> str:
+    def register(self, run_id: str, source: str, tags: dict[str, str]) -> str:
+        """A new version of the registered model from ``source`` (a run's ``model/`` folder); creates the
+        registered model on first use. Returns the version number."""
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client.get_registered_model(self.name)
+            self._client.get_registered_model(self.name)
         except MlflowException:
-            self.client.create_registered_model(
+            self._client.create_registered_model(
                 self.name, description="Next-minute close forecaster: LSTM + attention on causal features (ONNX)."
             )
-        mv = self.client.create_model_version(self.name, source=source, run_id=run_id, tags=tags)
+        mv = self._client.create_model_version(self.name, source=source, run_id=run_id, tags=tags)
         return str(mv.version)
 
     # --- reading ---------------------------------------------------------------------------------
@@ -134,15 +154,39 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_model_version_by_alias(self.name, alias)
+            return self._client.get_model_version_by_alias(self.name, alias)
         except MlflowException:
             return None
+
+    def model_version(self, version: str) -> ModelVersion:
+        """The registered version ``version`` (tags, source, run id)."""
+        return self._client.get_model_version(self.name, version)
+
+    def versions(self) -> list[ModelVersion]:
+        """Every registered version of the model (newest first as MLflow returns them)."""
+        return list(self._client.search_model_versions(f"name='{self.name}'"))
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        return dict(self.model_version(version).tags or {})
+
+    def tag_version(self, version: str, tags: dict[str, str]) -> None:
+        """Set version tags (names from :mod:`tickcast.registry.vocabulary`)."""
+        for key, value in tags.items():
+            self._client.set_model_version_tag(self.name, version, key, value)
+
+    def run(self, run_id: str) -> Any:
+        """The MLflow run (params, metrics, tags) behind a version."""
+        return self._client.get_run(run_id)
+
+    def artifact_paths(self, run_id: str, path: str) -> set[str]:
+        """The artifact paths of a run under ``path`` (e.g. ``model``, ``plots``)."""
+        return {a.path for a in self._client.list_artifacts(run_id, path)}
 
     def download(self, version: str, dest: Path | None = None) -> Path:
         """The version's ``model/`` folder (model.onnx, preprocessing.json, model.keras) on local disk."""
         import mlflow
 
-        mv = self.client.get_model_version(self.name, version)
+        mv = self._client.get_model_version(self.name, version)
         target = dest or Path(tempfile.mkdtemp(prefix=f"tickcast-v{version}-"))
         path = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(target), tracking_uri=self.uri)
         return Path(path)
@@ -150,11 +194,11 @@ class Registry:
     # --- verdicts and aliases --------------------------------------------------------------------
 
     def record_verdict(self, version: str, verdict: Verdict) -> None:
-        self.client.update_model_version(self.name, version, description=verdict.description())
-        self.client.set_model_version_tag(
-            self.name, version, "promotion_verdict", "promote" if verdict.promote else "keep_champion"
+        self._client.update_model_version(self.name, version, description=verdict.description())
+        self._client.set_model_version_tag(
+            self.name, version, PROMOTION_VERDICT, "promote" if verdict.promote else "keep_champion"
         )
-        self.client.set_model_version_tag(self.name, version, "skill_vs_persistence", f"{verdict.skill:.6f}")
+        self._client.set_model_version_tag(self.name, version, SKILL_VS_PERSISTENCE, f"{verdict.skill:.6f}")
 
     def promote(self, version: str) -> str | None:
         """Move ``production`` to ``version``; the old production becomes ``previous``. Returns the old one."""
@@ -163,29 +207,29 @@ class Registry:
         if old == version:
             return old
         if old is not None:
-            self.client.set_registered_model_alias(self.name, PREVIOUS, old)
-        self.client.set_registered_model_alias(self.name, PRODUCTION, version)
+            self._client.set_registered_model_alias(self.name, PREVIOUS, old)
+        self._client.set_registered_model_alias(self.name, PRODUCTION, version)
         self._stamp_promoted(version)
         return old
 
     def _stamp_promoted(self, version: str) -> None:
         """Aliases carry no time in MLflow: record when ``version`` became production as a version tag."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        self.client.set_model_version_tag(self.name, version, PROMOTED_AT_TAG, now)
+        self._client.set_model_version_tag(self.name, version, PROMOTED_AT, now)
 
     def rollback(self) -> tuple[str, str]:
         """``production`` back to ``previous`` (which then points at the rolled-back version)."""
         prod, prev = self.version(PRODUCTION), self.version(PREVIOUS)
         if prod is None or prev is None:
             raise RegistryError("rollback needs both a 'production' and a 'previous' version")
-        self.client.set_registered_model_alias(self.name, PRODUCTION, str(prev.version))
-        self.client.set_registered_model_alias(self.name, PREVIOUS, str(prod.version))
+        self._client.set_registered_model_alias(self.name, PRODUCTION, str(prev.version))
+        self._client.set_registered_model_alias(self.name, PREVIOUS, str(prod.version))
         self._stamp_promoted(str(prev.version))
         return str(prod.version), str(prev.version)
 
     def aliases(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for alias in (PRODUCTION, PREVIOUS, CHALLENGER):
+        for alias in ALIASES:
             mv = self.version(alias)
             out[alias] = (
                 None
