@@ -49,11 +49,12 @@ deploy-cloud *args: _bootstrap
 destroy-cloud *args: _bootstrap
     {{bin}}/tickcast destroy-cloud {{args}}
 
-# ruff (lint + format check) and mypy --strict
+# ruff (lint + format check), mypy --strict, and the architecture's import contracts (pyproject [tool.importlinter])
 lint: _bootstrap
     {{bin}}/ruff check .
     {{bin}}/ruff format --check .
     {{bin}}/mypy
+    {{bin}}/lint-imports --no-cache
 
 # stack startup benchmark: cold and warm time to healthy, down time, RSS per service
 bench-stack: _bootstrap

@@ -59,7 +59,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from tests.unit.test_score import SCORE_PY, SYMBOLS, load_score, request_body, write_model
+from tests.support.models import SCORE_PY, SYMBOLS, load_score, request_body, write_model
 
 from bench.common import free_ports, machine, percentile
 from tickcast.endpoint.http_transport import AiohttpTransport
@@ -285,7 +285,7 @@ def raised_policy(dest: Path) -> Path:
 
 def azmlinfsrv_venv() -> tuple[Path | None, str | None]:
     """The AML serving venv as the contract test builds it, or (None, why it cannot be had)."""
-    from tests.integration.test_score_contract import serving_venv
+    from tests.support.serving_venv import serving_venv
 
     try:
         return serving_venv(), None

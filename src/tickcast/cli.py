@@ -1,7 +1,11 @@
 """The ``tickcast`` command: the user's entry point to the local stack, the pipeline and the cloud deploy.
 
-Commands stay thin: they read settings, call into ``tickcast_dev.stack`` and print with rich.
+Commands stay thin: they read settings, call into the product (``tickcast.*``) or the local harness
+(``tickcast_dev``; this module is the only product module that reaches it) and print with rich.
 Heavy libraries are imported inside the commands that need them, so ``tickcast --help`` is instant.
+
+Errors: every deliberate error is a :class:`tickcast.errors.TickcastError`; ONE handler (:class:`_Commands`)
+prints its message in red and exits with its ``exit_code``. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,27 +15,41 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from tickcast.settings import Settings, SettingsError, load_settings
+from tickcast.errors import TickcastError
+from tickcast.settings import Settings, load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="tickcast: stock-price MLOps pipeline.")
-stack_app = typer.Typer(no_args_is_help=True, help="The stack definition (local/stack.toml).")
-app.add_typer(stack_app, name="stack")
 console = Console()
 err_console = Console(stderr=True)
 
 
+class _Commands(TyperGroup):
+    """The one CLI error handler: a :class:`TickcastError` becomes its message in red and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
+        try:
+            return super().invoke(ctx)
+        except TickcastError as err:
+            err_console.print(f"[red]{escape(str(err))}[/red]", highlight=False)
+            raise typer.Exit(err.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_Commands, no_args_is_help=True, add_completion=False, help="tickcast: stock-price MLOps pipeline."
+)
+stack_app = typer.Typer(cls=_Commands, no_args_is_help=True, help="The stack definition (local/stack.toml).")
+app.add_typer(stack_app, name="stack")
+
+
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(2) from None
+    return load_settings()
 
 
 def _supervisor(settings: Settings):  # type: ignore[no-untyped-def]
@@ -69,19 +87,12 @@ def up(
     ] = False,
 ) -> None:
     """Install what is missing, start the local stack and wait until every service is healthy."""
-    from tickcast_dev.stack.install import InstallError
-    from tickcast_dev.stack.supervisor import StackError
-
     if tape:  # the services inherit the setting; a running emulator keeps its mode until `tickcast down`
         os.environ["TICKCAST_EMULATOR__MODE"] = "tape"
     settings = _settings()
     console.print(f"[bold]tickcast up[/bold]  (home {settings.stack.resolved_home()})")
     t0 = time.monotonic()
-    try:
-        statuses = _supervisor(settings).up(services)
-    except (StackError, InstallError) as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+    statuses = _supervisor(settings).up(services)
     healthy = _print_status(statuses)
     console.print(f"stack up in {time.monotonic() - t0:.1f}s")
     if not healthy:
@@ -201,9 +212,7 @@ def backfill(
     """Publish the last N days of closed 1-minute bars of every symbol to Kafka (the ingest DAG stores them)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tickcast.ingest.producer import PublishError
     from tickcast.ingest.producer import backfill as run_backfill
-    from tickcast.market.yahoo import YahooUnavailable
 
     settings = _settings()
     _logging()
@@ -215,11 +224,7 @@ def backfill(
         def update(symbol: str, done: int, total: int) -> None:
             progress.update(tasks[symbol], completed=done, total=total)
 
-        try:
-            report = run_backfill(settings, days, progress=update)
-        except (PublishError, YahooUnavailable) as err:
-            err_console.print(f"[red]{err}[/red]")
-            raise typer.Exit(1) from None
+        report = run_backfill(settings, days, progress=update)
     rate = report.bars / report.seconds if report.seconds else 0.0
     console.print(f"published {report.bars} bars in {report.seconds:.1f}s ({rate:,.0f} bars/s): {report.per_symbol}")
     for symbol, error in report.errors.items():
@@ -274,20 +279,11 @@ def train(
     progress: Annotated[bool, typer.Option(help="show Keras' per-epoch progress")] = True,
 ) -> None:
     """Train a challenger on the lake window, log it to MLflow, register it and judge it (no deploy)."""
-    from tickcast.model.training import NotEnoughData
-    from tickcast.registry.mlflow_registry import RegistryError
     from tickcast.retrain import emulator_oracle, judge, train_and_register
 
     settings = _settings()
     _logging()
-    try:
-        result, version = train_and_register(settings, oracle=emulator_oracle(settings), progress=progress)
-    except NotEnoughData as err:
-        err_console.print(f"[yellow]not enough data, nothing registered: {err}[/yellow]")
-        raise typer.Exit(3) from None
-    except RegistryError as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+    result, version = train_and_register(settings, oracle=emulator_oracle(settings), progress=progress)
     t = result.timings
     console.print(
         f"registered {settings.mlflow.model_name} v{version} (alias challenger) — fit {t['fit_s']:.1f}s, "
@@ -306,16 +302,12 @@ def promote(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show the comparison, change nothing")] = False,
 ) -> None:
     """Judge the challenger against production and persistence; deploy it if it passes the gate."""
-    from tickcast.registry.mlflow_registry import Registry, RegistryError
+    from tickcast.registry.mlflow_registry import Registry
     from tickcast.retrain import default_deployer, judge
 
     settings = _settings()
     _logging()
-    try:
-        verdict = judge(settings, version)
-    except RegistryError as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+    verdict = judge(settings, version)
     _print_verdict(verdict)
     if dry_run or not verdict.promote:
         return
@@ -329,16 +321,12 @@ def run_main(
     days: Annotated[int, typer.Option(min=1, max=7, help="calendar days of history to backfill (7 = ~5 sessions)")] = 7,
 ) -> None:
     """The main job on a running stack: backfill, ingest, retrain + deploy, and a prediction via the gateway."""
-    from tickcast_dev.main_job import PipelineError, run_main_job
+    from tickcast_dev.main_job import run_main_job
 
     settings = _settings()
     _logging()
     t0 = time.monotonic()
-    try:
-        result = run_main_job(settings, days=days, report=lambda msg: console.print(msg, highlight=False))
-    except PipelineError as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+    result = run_main_job(settings, days=days, report=lambda msg: console.print(msg, highlight=False))
     table = Table(title=f"predictions through the gateway {settings.gateway_url} (model v{result.production_version})")
     for col in ("symbol", "as of (UTC)", "predicted close", "model"):
         table.add_column(col)
@@ -373,11 +361,7 @@ def predict(symbol: Annotated[str, typer.Argument(help="ticker, e.g. SPY")]) -> 
     from tickcast.api.client import predict as call
 
     settings = _settings()
-    try:
-        console.print_json(json.dumps(call(settings.gateway_url, settings.gateway_client_key(), symbol.upper())))
-    except Exception as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+    console.print_json(json.dumps(call(settings.gateway_url, settings.gateway_client_key(), symbol.upper())))
 
 
 @app.command()
@@ -398,32 +382,22 @@ def smoke(
 @app.command()
 def deploy(version: Annotated[str, typer.Argument(help="registered model version to serve")]) -> None:
     """Blue/green: the version goes to the idle colour, is smoke-tested, takes the traffic, then becomes production."""
-    from tickcast.release.state import DeployError
     from tickcast.release.targets import deployer_for
 
     settings = _settings()
     _logging()
-    try:
-        report = deployer_for(settings).deploy(version)
-    except DeployError as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+    report = deployer_for(settings).deploy(version)
     console.print(report.summary())
 
 
 @app.command()
 def rollback() -> None:
     """Serve the `previous` version again (blue/green, smoke-tested); the aliases swap back."""
-    from tickcast.release.state import DeployError
     from tickcast.release.targets import deployer_for
 
     settings = _settings()
     _logging()
-    try:
-        report = deployer_for(settings).rollback()
-    except DeployError as err:
-        err_console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+    report = deployer_for(settings).rollback()
     console.print(report.summary())
 
 

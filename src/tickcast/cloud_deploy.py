@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tickcast.errors import TickcastError
 from tickcast.settings import ARM_OUTPUT_SETTINGS, CloudDeploySettings, Settings, env_name
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ _LOGIN_HELP = (
 )
 
 
-class CloudDeployError(Exception):
+class CloudDeployError(TickcastError):
     """The deploy or destroy cannot go on; the message says why and what to do."""
 
 

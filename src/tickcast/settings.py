@@ -34,6 +34,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tickcast.errors import ConfigurationError
+
 ENV_PREFIX = "TICKCAST_"
 NESTED_DELIMITER = "__"
 
@@ -45,7 +47,7 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class SettingsError(Exception):
+class SettingsError(ConfigurationError):
     """A configuration value is wrong or missing; the message says which variable to set."""
 
 

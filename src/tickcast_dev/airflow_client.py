@@ -11,12 +11,13 @@ from typing import Any
 
 import httpx
 
+from tickcast.errors import UnavailableError
 from tickcast.settings import Settings, get_settings
 
 TERMINAL_STATES = {"success", "failed"}
 
 
-class AirflowError(Exception):
+class AirflowError(UnavailableError):
     """The Airflow API refused a request or a run did not finish as expected."""
 
 

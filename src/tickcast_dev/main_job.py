@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tickcast.errors import TickcastError
 from tickcast.settings import Settings
 
 Report = Callable[[str], None]
 
 
-class PipelineError(Exception):
+class PipelineError(TickcastError):
     """A stage did not complete; the message names the stage and where to look."""
 
 

@@ -20,25 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.stack import stack_flavour
 from tickcast.settings import Settings, StackSettings, get_settings, load_settings
 from tickcast_dev.stack.procs import free_ports
 
 _choice: tuple[str, str] | None = None
-
-
-def stack_flavour() -> tuple[str, str]:
-    """('processes' | 'containers', reason) — decided once per session."""
-    global _choice
-    if _choice is None:
-        forced = os.environ.get("TICKCAST_TEST_STACK")
-        if forced == "processes":
-            _choice = ("processes", "TICKCAST_TEST_STACK=processes")
-        else:
-            from tests.integration.containers import docker_available
-
-            ok, reason = docker_available()
-            _choice = ("containers", reason) if ok else ("processes", reason)
-    return _choice
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -52,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     flavour, _ = stack_flavour()
     saved = dict(os.environ)
     if flavour == "containers":
-        from tests.integration.containers import start_compose_stack
+        from tests.support.containers import start_compose_stack
 
         settings = load_settings(_env_file=None)
         handle = start_compose_stack()
@@ -132,43 +118,6 @@ def _describe(p: psutil.Process) -> str:
 @pytest.fixture(scope="session")
 def stack_home(stack: Settings) -> Path:
     return stack.stack.resolved_home()
-
-
-def run_dag_test(
-    settings: Settings,
-    dag_file: str,
-    dag_variable: str,
-    *,
-    timeout_s: float = 300,
-    extra_env: dict[str, str] | None = None,
-) -> None:
-    """``dag.test()`` of ``dags/<dag_file>`` in a subprocess configured exactly like the stack's Airflow.
-
-    Skips on the container stack (its Airflow home is inside a container).
-    """
-    import subprocess
-    import sys
-
-    from tickcast.settings import PROJECT_ROOT
-    from tickcast_dev.stack.supervisor import Supervisor
-
-    if stack_flavour()[0] != "processes":
-        pytest.skip("dag.test() needs the process stack's Airflow home")
-    sup = Supervisor(settings)
-    env = sup._env(sup.services["airflow"])
-    env.update(settings.to_env())
-    env.update(extra_env or {})
-    code = f"import runpy; runpy.run_path('dags/{dag_file}')['{dag_variable}'].test()"
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -28,7 +28,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.unit.test_score import make_bars, preprocessing_json, write_model
+from tests.support.models import make_bars, preprocessing_json, write_model
 from tickcast.lake.store import COLUMNS, Lake
 from tickcast.settings import PROJECT_ROOT, Settings
 from tickcast_dev.stack.procs import free_ports

@@ -306,7 +306,7 @@ def test_range_read_touches_only_the_needed_day_files(stack: Settings) -> None:
 
 def test_ingest_dag_runs_with_dag_test_against_the_stack(isolated: Settings, stack_home: object) -> None:
     """`dag.test()` of dags/ingest.py, in a process configured exactly like the stack's Airflow."""
-    from tests.integration.conftest import run_dag_test
+    from tests.support.stack import run_dag_test
 
     sym = symbol()
     send(isolated, [bar(sym, DAY1 + timedelta(minutes=i), 70.0 + i) for i in range(4)])

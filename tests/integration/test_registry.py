@@ -134,7 +134,7 @@ def test_mlflow_down_fails_before_training_and_registers_nothing(trained_setting
 
 
 def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Settings) -> None:
-    from tests.integration.conftest import run_dag_test
+    from tests.support.stack import run_dag_test
     from tickcast.registry.mlflow_registry import Registry
 
     reg = Registry(trained_settings)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_every_service_is_healthy(stack: Settings) -> None:
-    from tests.integration.conftest import stack_flavour
+    from tests.support.stack import stack_flavour
 
     if stack_flavour()[0] != "processes":
         pytest.skip("supervisor status applies to the process stack; compose reports its own health")
@@ -166,7 +166,7 @@ def test_mlflow_log_register_alias_and_load(stack: Settings) -> None:
 
 
 def test_airflow_parses_dags_without_import_errors_and_runs_a_task(stack: Settings) -> None:
-    from tests.integration.conftest import stack_flavour
+    from tests.support.stack import stack_flavour
     from tickcast_dev.airflow_client import AirflowClient
 
     if stack_flavour()[0] != "processes":

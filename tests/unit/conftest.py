@@ -1,5 +1,5 @@
 """Fixtures shared by several unit-test modules."""
 
-from tests.unit.cloud_validators import tool_python
+from tests.support.cloud_validators import tool_python
 
 __all__ = ["tool_python"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -11,47 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from emulators.aml_endpoint.app import create_app
-from tests.unit.test_score import make_bars, request_body, write_model
+from tests.support.endpoint import AUTH, KEY, Endpoint, settings
+from tests.support.models import make_bars, request_body, write_model
 from tickcast.scoring.contract import model_status
-from tickcast.settings import Settings, load_settings
+from tickcast.settings import load_settings
 
-KEY = "test-endpoint-key"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 GAINS = {"1": 0.5, "2": -0.5}  # two models that answer differently
-
-
-class Endpoint:
-    """Synchronous calls into the app through ``httpx.ASGITransport`` (no sockets, no lifespan)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        async def call() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://endpoint") as client:
-                return await client.request(method, url, **kwargs)
-
-        return asyncio.run(call())
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("PUT", url, **kwargs)
-
-    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self.request("DELETE", url, **kwargs)
-
-
-def settings(timeout_ms: int = 5000) -> Settings:
-    return load_settings(_env_file=None, serving={"endpoint_key": KEY, "request_timeout_ms": timeout_ms})
 
 
 @pytest.fixture

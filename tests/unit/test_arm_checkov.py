@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.cloud_validators import ARM, PIPELINE, VALIDATE, arm_checks
+from tests.support.cloud_validators import ARM, PIPELINE, VALIDATE, arm_checks
 from tickcast.settings import PROJECT_ROOT
 
 Template = dict[str, Any]

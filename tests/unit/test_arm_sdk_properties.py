@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cloud_validators import ARM, VALIDATE
+from tests.support.cloud_validators import ARM, VALIDATE
 
 Template = dict[str, Any]
 

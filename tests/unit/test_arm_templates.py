@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.cloud_validators import ARM, arm_checks, build
+from tests.support.cloud_validators import ARM, arm_checks, build
 
 Template = dict[str, Any]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.cloud_validators import tool_venv
+from tests.support.cloud_validators import tool_venv
 
 
 def test_the_key_follows_the_requirements(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ import uvicorn
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from emulators.aml_endpoint.app import create_app
-from tests.unit.test_score import SCORE_PY, make_bars, preprocessing_json, write_model
+from tests.support.models import SCORE_PY, make_bars, preprocessing_json, write_model
 from tickcast.endpoint.client import EndpointClient, EndpointError
 from tickcast.release.aml import (
     CODE_DIR,

@@ -8,24 +8,20 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pandas as pd
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from emulators.yahoo import sessions
 from emulators.yahoo.synthetic import SyntheticMarket
-from tickcast.features.indicators import FEATURES, LOOKBACK, compute_features
+from tests.support.models import GAIN, WINDOW, handmade_onnx
+from tickcast.features.indicators import LOOKBACK, compute_features
 from tickcast.features.windows import make_windows
 from tickcast.model.predictor import MODEL_FILE, PREPROCESSING_FILE, NotEnoughBars, Predictor, UnknownSymbol
 from tickcast.model.preprocessing import Preprocessing
-from tickcast.settings import ModelSettings
 
-WINDOW = ModelSettings().window
 SYMBOLS = ["SPY", "IBM"]
 DAYS = [date(2024, 6, 3) + timedelta(days=i) for i in range(2)]
 MARKET = SyntheticMarket(5, SYMBOLS, default_phi=0.3, null_fraction=0.0)
-GAIN = 0.5  # the handmade model predicts GAIN x (scaled ret_1 of the last minute)
 
 
 def lake_bars(symbol: str) -> pd.DataFrame:
@@ -35,30 +31,6 @@ def lake_bars(symbol: str) -> pd.DataFrame:
     return pd.DataFrame(
         {"symbol": symbol, "ts": ts, "open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume}
     )
-
-
-def handmade_onnx(window: int = WINDOW, n_features: int = len(FEATURES), gain: float = GAIN) -> bytes:
-    """y[b, 0] = gain · x[b, -1, 0]: a tiny graph with one input [batch, window, f] and one output [batch, 1]."""
-    ints = {"s1": [-1], "e1": [2**62], "a1": [1], "s2": [0], "e2": [1], "a2": [2], "sq": [2]}
-    inits = [numpy_helper.from_array(np.array(v, dtype=np.int64), name) for name, v in ints.items()]
-    inits.append(numpy_helper.from_array(np.array(gain, dtype=np.float32), "gain"))
-    nodes = [
-        helper.make_node("Slice", ["windows", "s1", "e1", "a1"], ["last_step"]),
-        helper.make_node("Slice", ["last_step", "s2", "e2", "a2"], ["first_feature"]),
-        helper.make_node("Squeeze", ["first_feature", "sq"], ["squeezed"]),
-        helper.make_node("Mul", ["squeezed", "gain"], ["scaled_return"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "handmade",
-        [helper.make_tensor_value_info("windows", TensorProto.FLOAT, ["batch", window, n_features])],
-        [helper.make_tensor_value_info("scaled_return", TensorProto.FLOAT, ["batch", 1])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
 
 
 @pytest.fixture(scope="module")

@@ -27,75 +27,40 @@ import azure.functions as func
 import httpx
 import pandas as pd
 import pytest
-from azure.core import MatchConditions
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
     ServiceRequestError,
 )
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from emulators.aml_endpoint.app import create_app as create_stand_in
 from emulators.apim.app import create_app as create_gateway
-from tests.unit.test_score import NEEDED, make_bars, write_model
+from tests.support.models import NEEDED, make_bars
+from tests.support.public_api import (
+    KEY,
+    LATEST,
+    SPY_BARS,
+    SYMBOLS,
+    MemoryContainer,
+    api_settings,
+    filled_lake,
+    make_stand_in,
+    session_frame,
+)
 from tickcast.api import app as api_module
 from tickcast.api.app import create_app
 from tickcast.api.client import GatewayError, predict, smoke
 from tickcast.endpoint.auth import TokenCache
 from tickcast.lake.store import Lake
 from tickcast.scoring.contract import PredictResponse
-from tickcast.settings import PROJECT_ROOT, Settings, load_settings
+from tickcast.settings import PROJECT_ROOT, load_settings
 
-KEY = "test-endpoint-key"
 SUB_KEY = "test-subscription-key"
-SYMBOLS = ["SPY", "IBM", "AIG", "BAC"]  # the model knows SPY and IBM; the lake holds SPY, IBM, AIG
 FUNCTION_DIR = PROJECT_ROOT / "cloud" / "function"
-LATEST = date(2024, 6, 3)  # make_bars starts at 2024-06-03 13:30Z
-EARLIER = date(2024, 5, 31)
-SPY_BARS = NEEDED + 20
 ERROR_KEYS = {"error", "code", "detail"}
 
 
 # --- test doubles ---------------------------------------------------------------------------------------
-
-
-class _Blob:
-    """One blob of :class:`MemoryContainer`: the calls :class:`tickcast.lake.store.Lake` makes."""
-
-    def __init__(self, store: dict[str, tuple[bytes, str]], name: str) -> None:
-        self.store, self.name = store, name
-
-    def download_blob(self) -> SimpleNamespace:
-        if self.name not in self.store:
-            raise ResourceNotFoundError(f"blob {self.name} not found")
-        data, etag = self.store[self.name]
-        return SimpleNamespace(properties=SimpleNamespace(etag=etag), readall=lambda: data)
-
-    def upload_blob(
-        self, data: bytes, *, overwrite: bool, etag: str | None = None, match_condition: Any = None
-    ) -> None:
-        current = self.store.get(self.name)
-        if current is not None and not overwrite:
-            raise ResourceExistsError("blob exists")
-        if match_condition == MatchConditions.IfNotModified and (current is None or current[1] != etag):
-            raise ResourceModifiedError("etag mismatch")
-        self.store[self.name] = (bytes(data), f'"{len(self.store)}-{len(data)}"')
-
-
-class MemoryContainer:
-    """TEST DOUBLE of ``azure.storage.blob.ContainerClient``: blobs in a dict, ETags, prefix listing."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[str, tuple[bytes, str]] = {}
-
-    def get_blob_client(self, name: str) -> _Blob:
-        return _Blob(self.blobs, name)
-
-    def list_blob_names(self, name_starts_with: str = "") -> Iterator[str]:
-        return iter(sorted(n for n in self.blobs if n.startswith(name_starts_with)))
 
 
 class BrokenLake:
@@ -106,44 +71,6 @@ class BrokenLake:
 
     def read_day(self, symbol: str, day: date) -> pd.DataFrame:
         raise ServiceRequestError("connection refused")
-
-
-def session_frame(symbol: str, day: date, n: int, seed: int) -> pd.DataFrame:
-    """``n`` consecutive valid bars of ``symbol`` from 13:30Z on ``day``, as the ingest job stores them."""
-    frame = pd.DataFrame(make_bars(n, seed=seed))
-    shift = pd.Timestamp(day, tz="UTC") - pd.Timestamp(LATEST, tz="UTC")
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True) + shift
-    return frame.assign(symbol=symbol, source="test", ingested_at=pd.Timestamp("2024-06-03T21:00:00Z"))
-
-
-def filled_lake() -> Lake:
-    """SPY: two sessions (the latest long enough); IBM: 12 bars; AIG: enough bars, unknown to the model; BAC: none."""
-    lake = Lake(MemoryContainer())  # type: ignore[arg-type]
-    frames = [
-        session_frame("SPY", EARLIER, 60, seed=3),
-        session_frame("SPY", LATEST, SPY_BARS, seed=1),
-        session_frame("IBM", LATEST, 12, seed=2),
-        session_frame("AIG", LATEST, NEEDED + 5, seed=4),
-    ]
-    lake.upsert_frame(pd.concat(frames, ignore_index=True), parallel=1)
-    return lake
-
-
-def api_settings(**overrides: Any) -> Settings:
-    serving = {"endpoint_key": KEY, "endpoint_url": "http://endpoint", **overrides.pop("serving", {})}
-    return load_settings(_env_file=None, symbols=SYMBOLS, serving=serving, **overrides)
-
-
-def make_stand_in(state_dir: Path, *, settings: Settings | None = None) -> FastAPI:
-    """The endpoint stand-in with model version 1 (the handmade ONNX graph) deployed as blue at 100 %."""
-
-    def loader(version: str) -> Path:
-        return write_model(state_dir / "mlflow" / version) / "model"
-
-    app = create_stand_in(settings or api_settings(), state_dir=state_dir / "endpoint", model_loader=loader, seed=1)
-    app.state.deployments.put("blue", "1")
-    app.state.deployments.set_traffic({"blue": 100})
-    return app
 
 
 def failing(exc: Exception | None = None, answer: httpx.Response | None = None) -> httpx.MockTransport:

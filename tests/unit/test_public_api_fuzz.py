@@ -25,8 +25,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.unit.test_public_api import api_settings, filled_lake, make_stand_in
-from tests.unit.test_score import NEEDED, make_bars
+from tests.support.models import NEEDED, make_bars
+from tests.support.public_api import api_settings, filled_lake, make_stand_in
 from tickcast.api.app import create_app
 from tickcast.scoring.contract import PredictResponse
 

@@ -6,96 +6,30 @@ tests/unit/test_aml_endpoint.py and tests/integration/test_score_contract.py.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from tests.unit.test_predictor import handmade_onnx
-from tickcast.features.indicators import FEATURES, bars_needed
-from tickcast.model.predictor import MODEL_FILE, PREPROCESSING_FILE, Predictor
+from tests.support.models import (
+    NEEDED,
+    SCORE_PY,
+    load_score,
+    make_bars,
+    request_body,
+    write_model,
+)
+from tickcast.model.predictor import MODEL_FILE, Predictor
 from tickcast.scoring import contract as schema
 from tickcast.settings import ModelSettings
 
-SCORE_PY = Path(__file__).resolve().parents[2] / "src" / "tickcast" / "scoring" / "score.py"
 WINDOW = ModelSettings().window
-NEEDED = bars_needed(WINDOW)
-SYMBOLS = ("SPY", "IBM")
-SESSION_OPEN = datetime(2024, 6, 3, 13, 30, tzinfo=UTC)
-
-
-def preprocessing_json(symbols: tuple[str, ...] = SYMBOLS, window: int = WINDOW) -> str:
-    """A valid preprocessing.json without training: identity feature scaling, y std 1e-3."""
-    n = len(FEATURES)
-    return json.dumps(
-        {
-            "version": 1,
-            "features": list(FEATURES),
-            "window": window,
-            "horizon": 1,
-            "target": "log_return",
-            "symbols": list(symbols),
-            "x_scalers": {s: {"mean": [0.0] * n, "std": [1.0] * n} for s in symbols},
-            "y_scalers": {s: {"mean": 0.0, "std": 1e-3} for s in symbols},
-            "data_window": {"start": "2024-06-03T13:30:00+00:00", "end": "2024-06-04T20:00:00+00:00"},
-            "extra": {},
-        }
-    )
-
-
-def write_model(folder: Path, *, version: str | None = None, gain: float = 0.5, nested: bool = True) -> Path:
-    """An AML-style model dir: ``folder/model/{model.onnx, preprocessing.json}`` (+ ``folder/version.txt``)."""
-    files = folder / "model" if nested else folder
-    files.mkdir(parents=True, exist_ok=True)
-    (files / MODEL_FILE).write_bytes(handmade_onnx(gain=gain))
-    (files / PREPROCESSING_FILE).write_text(preprocessing_json())
-    if version is not None:
-        (folder / "version.txt").write_text(version + "\n")
-    return folder
-
-
-def make_bars(n: int = NEEDED + 5, *, seed: int = 1, epoch: bool = False) -> list[dict[str, Any]]:
-    """``n`` consecutive 1-minute bars of one session (a seeded random walk)."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
-    open_ = np.concatenate([[100.0], close[:-1]])
-    bars = []
-    for i in range(n):
-        ts = SESSION_OPEN + timedelta(minutes=i)
-        o, c = float(open_[i]), float(close[i])
-        bars.append(
-            {
-                "ts": int(ts.timestamp()) if epoch else ts.isoformat().replace("+00:00", "Z"),
-                "open": o,
-                "high": max(o, c) * 1.0005,
-                "low": min(o, c) * 0.9995,
-                "close": c,
-                "volume": float(rng.integers(1_000, 50_000)),
-            }
-        )
-    return bars
-
-
-def request_body(symbol: str = "SPY", bars: list[dict[str, Any]] | None = None) -> str:
-    return json.dumps({"symbol": symbol, "bars": make_bars() if bars is None else bars})
-
-
-def load_score(name: str = "score_under_test") -> ModuleType:
-    """A fresh copy of score.py, loaded the way azmlinfsrv does (by path, not registered in sys.modules)."""
-    spec = importlib.util.spec_from_file_location(name, SCORE_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.unit.test_score import make_bars
+from tests.support.models import make_bars
 from tickcast.market.columns import BarArrays
 from tickcast.scoring import contract as schema
 from tickcast.scoring.contract import InvalidRequest, parse_predict_request, parse_scoring_request

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tickcast.errors import UnavailableError
 from tickcast.ingest import kafka
 from tickcast.ingest.messages import BATCH_MAX_BARS, encode_batches
 from tickcast.market.bar import Bar
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 MINUTE = timedelta(minutes=1)
 
 
-class PublishError(Exception):
+class PublishError(UnavailableError):
     """The broker did not acknowledge every bar; nothing after the first failure counts as sent."""
 
 

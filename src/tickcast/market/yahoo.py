@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from tickcast.errors import TickcastError, UnavailableError
 from tickcast.market.chart import ChartBars, ChartError, chart_bars
 from tickcast.settings import Settings, get_settings
 
@@ -26,11 +27,11 @@ RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 USER_AGENT = "tickcast/0.1 (+https://github.com/tickcast)"
 
 
-class YahooError(Exception):
+class YahooError(TickcastError):
     """Yahoo refused the request (unknown symbol, bad interval/range) — do not retry."""
 
 
-class YahooUnavailable(Exception):
+class YahooUnavailable(UnavailableError):
     """Yahoo (or the emulator) could not be reached after every retry."""
 
 

@@ -26,13 +26,15 @@ import numpy as np
 import onnx
 from numpy.typing import ArrayLike
 
+from tickcast.errors import TickcastError
+
 OPSET = 17
 ONNX_INPUT_NAME = "x"
 ONNX_OUTPUT_NAME = "return_z"
 PARITY_TOLERANCE = 1e-4
 
 
-class OnnxParityError(Exception):
+class OnnxParityError(TickcastError):
     """The ONNX model does not reproduce the Keras model (or does not have the expected interface)."""
 
 

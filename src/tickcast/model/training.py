@@ -22,13 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tickcast.errors import RefusedError
 from tickcast.settings import ModelSettings
 
 OracleFn = Callable[[str, pd.Series], np.ndarray]  # (symbol, ts of the as-of minutes) -> oracle close forecasts
 
 
-class NotEnoughData(Exception):
+class NotEnoughData(RefusedError):
     """Too little data to train; the message says how much there is and how much is needed."""
+
+    exit_code = 3  # not a failure of the tool: nothing to learn from yet
 
 
 @dataclass

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from tickcast.errors import TickcastError
+
 if TYPE_CHECKING:
     pass
 
@@ -120,7 +122,7 @@ class DeployReport:
         )
 
 
-class DeployError(Exception):
+class DeployError(TickcastError):
     """A deploy or rollback stopped; ``report`` says at which step and why, and what the endpoint serves now."""
 
     def __init__(self, report: DeployReport) -> None:

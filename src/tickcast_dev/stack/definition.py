@@ -15,13 +15,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from tickcast.errors import ConfigurationError
 from tickcast.settings import AZURITE_ACCOUNT, AZURITE_KEY, PROJECT_ROOT, Settings
 
 REPO_ROOT = PROJECT_ROOT
 STACK_FILE = REPO_ROOT / "local" / "stack.toml"
 
 
-class StackDefinitionError(Exception):
+class StackDefinitionError(ConfigurationError):
     """local/stack.toml is malformed or refers to something unknown."""
 
 

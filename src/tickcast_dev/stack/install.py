@@ -14,13 +14,14 @@ import shutil
 import subprocess
 from collections.abc import Callable
 
+from tickcast.errors import TickcastError
 from tickcast.settings import PROJECT_ROOT, Settings
 from tickcast_dev.stack.definition import node_binary
 
 NODE_SOURCE = PROJECT_ROOT / "local" / "node"
 
 
-class InstallError(Exception):
+class InstallError(TickcastError):
     """An installer failed; the message carries the tool's output."""
 
 

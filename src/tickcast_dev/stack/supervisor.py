@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from tickcast.errors import TickcastError
 from tickcast.settings import Settings
 from tickcast_dev.stack import health, hooks, install, procs
 from tickcast_dev.stack.definition import (
@@ -41,7 +42,7 @@ LOG_TAIL_LINES = 30
 Reporter = Callable[[str], None]
 
 
-class StackError(Exception):
+class StackError(TickcastError):
     """The stack could not be brought to the requested state; the message says what to do."""
 
 
