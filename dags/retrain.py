@@ -44,8 +44,9 @@ def retrain() -> None:
         from airflow.sdk.exceptions import AirflowSkipException
 
         from tickcast.model.training import NotEnoughData
-        from tickcast.retrain import emulator_oracle, train_and_register
+        from tickcast.retrain import train_and_register
         from tickcast.settings import get_settings
+        from tickcast_dev.oracle import emulator_oracle  # None outside the local synthetic market
 
         settings = get_settings()
         try:
@@ -65,11 +66,12 @@ def retrain() -> None:
 
     @task
     def deploy(decision: dict[str, Any]) -> str:
-        from tickcast.retrain import default_deployer
+        from tickcast.release.targets import deployer_for
+        from tickcast.settings import get_settings
 
         if not decision["promote"]:
-            return f"kept the champion: {decision['reason']}"
-        default_deployer()(decision["version"])
+            return f"kept the production model: {decision['reason']}"
+        deployer_for(get_settings())(decision["version"])
         return f"deployed version {decision['version']}"
 
     version = train_and_register()

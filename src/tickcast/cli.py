@@ -279,7 +279,8 @@ def train(
     progress: Annotated[bool, typer.Option(help="show Keras' per-epoch progress")] = True,
 ) -> None:
     """Train a challenger on the lake window, log it to MLflow, register it and judge it (no deploy)."""
-    from tickcast.retrain import emulator_oracle, judge, train_and_register
+    from tickcast.retrain import judge, train_and_register
+    from tickcast_dev.oracle import emulator_oracle
 
     settings = _settings()
     _logging()
@@ -303,7 +304,8 @@ def promote(
 ) -> None:
     """Judge the challenger against production and persistence; deploy it if it passes the gate."""
     from tickcast.registry.mlflow_registry import Registry
-    from tickcast.retrain import default_deployer, judge
+    from tickcast.release.targets import deployer_for
+    from tickcast.retrain import judge
 
     settings = _settings()
     _logging()
@@ -312,7 +314,7 @@ def promote(
     if dry_run or not verdict.promote:
         return
     assert verdict.challenger_version is not None
-    default_deployer(settings)(verdict.challenger_version)
+    deployer_for(settings)(verdict.challenger_version)
     console.print(f"production -> v{verdict.challenger_version}; aliases: {Registry(settings).aliases()}")
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import pandas as pd
 
 from tickcast.registry.vocabulary import TEST_END, TEST_START
@@ -78,13 +77,6 @@ def data_summary(settings: Settings, lake: Lake | None = None) -> DataSummary:
     return DataSummary(enough, ("enough data: " if enough else "not enough data, skipping: ") + msg, counts)
 
 
-def default_deployer(settings: Settings | None = None) -> Deployer:
-    """How a positive verdict is deployed: blue/green on the endpoint, smoke-tested, then the alias moves."""
-    from tickcast.release.targets import deployer_for
-
-    return deployer_for(settings or get_settings())
-
-
 def load_window(settings: Settings, lake: Lake | None = None, end: datetime | None = None) -> pd.DataFrame:
     """Lake bars of every configured symbol for the lookback window ending at the newest bar (or ``end``)."""
     from tickcast.lake.store import Lake
@@ -101,25 +93,6 @@ def load_window(settings: Settings, lake: Lake | None = None, end: datetime | No
     if not frames:
         return pd.DataFrame(columns=["symbol", "ts", "open", "high", "low", "close", "volume"])
     return pd.concat(frames, ignore_index=True)
-
-
-def emulator_oracle(settings: Settings) -> OracleFn | None:
-    """The synthetic market's oracle, asked from the local Yahoo emulator (None in tape mode or in the cloud)."""
-    import httpx
-
-    if settings.profile != "local" or settings.emulator.mode != "synthetic":
-        return None
-    base = settings.yahoo_base_url
-
-    def oracle(symbol: str, ts: pd.Series) -> np.ndarray:
-        p1, p2 = int(ts.min().timestamp()), int(ts.max().timestamp()) + 60
-        resp = httpx.get(f"{base}/_emulator/oracle/{symbol}", params={"period1": p1, "period2": p2}, timeout=30)
-        resp.raise_for_status()
-        body = resp.json()
-        lookup = pd.Series(body["oracle"], index=pd.to_datetime(body["ts"], unit="s", utc=True), dtype=float)
-        return np.asarray(lookup.reindex(pd.to_datetime(ts, utc=True)).to_numpy(), dtype=float)
-
-    return oracle
 
 
 def train_and_register(

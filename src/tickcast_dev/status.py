@@ -121,8 +121,8 @@ def lake_view(settings: Settings) -> LakeView:
 
     from azure.storage.blob import ContainerClient
 
-    from tickcast.api.backend import FastFailContainer
     from tickcast.azure import lake_container
+    from tickcast.lake.fast_fail import FastFailContainer
     from tickcast.lake.store import Lake
 
     clock, now = source_now(settings)

@@ -486,7 +486,8 @@ def test_the_client_reports_the_servers_reasons(client: EndpointClient, endpoint
     assert err.status == 424 and err.model_status == 400 and err.code == "not_enough_bars"
     assert isinstance(err.body, dict) and err.body["detail"]["given"] == 5
     answer = client.score({"symbol": "spy", "bars": BARS}, deployment="blue")
-    assert answer.deployment == "blue" and answer.body["symbol"] == "SPY" and answer.elapsed_s >= 0
+    assert answer.deployment == "blue" and answer.body["symbol"] == "SPY"
+    assert 0 < answer.elapsed_s < 5, answer.elapsed_s  # measured (not a default 0), and on loopback well under 5 s
 
 
 def test_the_client_uses_an_entra_token_when_there_is_no_key() -> None:

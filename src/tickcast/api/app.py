@@ -41,7 +41,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tickcast.api.backend import (
     LAKE_BARS,
     BarSource,
-    FastFailContainer,
     PredictionError,
     read_latest,
     resolve_symbol,
@@ -50,6 +49,7 @@ from tickcast.api.backend import (
 from tickcast.endpoint.client import AsyncEndpointClient
 from tickcast.endpoint.errors import RETRY_AFTER_S
 from tickcast.errors import TickcastError
+from tickcast.lake.fast_fail import FastFailContainer
 from tickcast.scoring.contract import (
     INVALID_REQUEST,
     NOT_ENOUGH_BARS,

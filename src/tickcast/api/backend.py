@@ -71,7 +71,6 @@ __all__ = [
     "NO_BARS",
     "RETRY_AFTER_S",
     "BarSource",
-    "FastFailContainer",
     "LatestBars",
     "PredictionError",
     "interpret",
@@ -221,42 +220,6 @@ def no_bars(symbol: str) -> PredictionError:
         "every minute)",
         {"symbol": symbol},
     )
-
-
-LAKE_CALL_OPTIONS: Final[dict[str, Any]] = {"retry_total": 0, "connection_timeout": 3, "read_timeout": 10}
-
-
-class _FastFailBlob:
-    def __init__(self, blob: Any, options: Mapping[str, Any]) -> None:
-        self._blob, self._options = blob, options
-
-    def download_blob(self, *args: Any, **kwargs: Any) -> Any:
-        return self._blob.download_blob(*args, **{**self._options, **kwargs})
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._blob, name)
-
-
-class FastFailContainer:
-    """A Blob ``ContainerClient`` whose reads fail fast: no SDK retries, short timeouts (per-call options).
-
-    The storage SDK's default retry policy backs off 15 s, then longer: with Blob unreachable one ``GET`` took
-    ~90 s. The API answers 503 + ``Retry-After`` instead and lets the caller retry. Wraps the two read calls
-    :class:`tickcast.lake.store.Lake` makes (``list_blob_names``, ``get_blob_client().download_blob``); anything
-    else passes through unchanged.
-    """
-
-    def __init__(self, container: Any, options: Mapping[str, Any] = LAKE_CALL_OPTIONS) -> None:
-        self._container, self._options = container, dict(options)
-
-    def list_blob_names(self, *args: Any, **kwargs: Any) -> Any:
-        return self._container.list_blob_names(*args, **{**self._options, **kwargs})
-
-    def get_blob_client(self, *args: Any, **kwargs: Any) -> _FastFailBlob:
-        return _FastFailBlob(self._container.get_blob_client(*args, **kwargs), self._options)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._container, name)
 
 
 async def read_latest(lake: BarSource, symbol: str, *, cap: int = LAKE_BARS) -> LatestBars:

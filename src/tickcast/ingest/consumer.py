@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickcast.ingest import kafka
-from tickcast.ingest.messages import BarColumns, UndecodableMessage, dead_letter, decode_message
+from tickcast.ingest.messages import UndecodableMessage, dead_letter, decode_message
 from tickcast.lake.store import Lake
+from tickcast.market.columns import BarColumns
 from tickcast.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ import numpy.typing as npt
 from tickcast.market.airbyte import decode_airbyte_record, is_airbyte_record
 from tickcast.market.bar import SYMBOL_RE, Bar, BarError, parse_bar
 from tickcast.market.chart import ChartError
+from tickcast.market.columns import BarColumns
 
 BATCH_MAX_BARS = 500  # bars per batch message: ~30 KB of JSON, far below any broker's message size limit
 PRICE_FIELDS = ("open", "high", "low", "close")
@@ -50,74 +51,6 @@ IntArray = npt.NDArray[np.int64]
 
 class UndecodableMessage(ValueError):
     """The message cannot become bars; the message text is the reason stored in the DLQ."""
-
-
-@dataclass
-class BarColumns:
-    """Validated bars of one symbol as columns (message order kept: later rows win on a repeated ts)."""
-
-    symbol: str
-    ts: IntArray  # epoch seconds, start of the minute
-    open: FloatArray
-    high: FloatArray
-    low: FloatArray
-    close: FloatArray
-    volume: FloatArray
-    source: npt.NDArray[np.object_]
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    @classmethod
-    def from_bars(cls, bars: Sequence[Bar]) -> BarColumns:
-        """Columns of bars that all have the same symbol (already validated)."""
-        if not bars:
-            raise ValueError("no bars")
-        return cls(
-            symbol=bars[0].symbol,
-            ts=np.fromiter((b.epoch for b in bars), dtype=np.int64, count=len(bars)),
-            open=np.fromiter((b.open for b in bars), dtype=np.float64, count=len(bars)),
-            high=np.fromiter((b.high for b in bars), dtype=np.float64, count=len(bars)),
-            low=np.fromiter((b.low for b in bars), dtype=np.float64, count=len(bars)),
-            close=np.fromiter((b.close for b in bars), dtype=np.float64, count=len(bars)),
-            volume=np.fromiter((b.volume for b in bars), dtype=np.float64, count=len(bars)),
-            source=np.array([b.source for b in bars], dtype=object),
-        )
-
-    @staticmethod
-    def concat(parts: Sequence[BarColumns]) -> BarColumns:
-        """One block of several blocks of the same symbol, in the given order."""
-        symbols = {p.symbol for p in parts}
-        if len(symbols) != 1:
-            raise ValueError(f"blocks of one symbol expected, got {sorted(symbols)}")
-        return BarColumns(
-            symbol=parts[0].symbol,
-            ts=np.concatenate([p.ts for p in parts]),
-            open=np.concatenate([p.open for p in parts]),
-            high=np.concatenate([p.high for p in parts]),
-            low=np.concatenate([p.low for p in parts]),
-            close=np.concatenate([p.close for p in parts]),
-            volume=np.concatenate([p.volume for p in parts]),
-            source=np.concatenate([p.source for p in parts]),
-        )
-
-    def bars(self) -> list[Bar]:
-        """The rows as ``Bar`` objects (re-validated; for callers that want objects, not the hot path)."""
-        return [
-            Bar(
-                symbol=self.symbol,
-                ts=datetime.fromtimestamp(int(t), UTC),
-                open=float(o),
-                high=float(h),
-                low=float(lo),
-                close=float(c),
-                volume=float(v),
-                source=str(s),
-            )
-            for t, o, h, lo, c, v, s in zip(
-                self.ts, self.open, self.high, self.low, self.close, self.volume, self.source, strict=True
-            )
-        ]
 
 
 @dataclass

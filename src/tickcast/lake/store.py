@@ -43,7 +43,7 @@ from tickcast.market.bar import Bar
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-    from tickcast.ingest.messages import BarColumns
+    from tickcast.market.columns import BarColumns
 
 COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "source", "ingested_at"]
 SCHEMA = pa.schema(
