@@ -32,7 +32,7 @@ name             formula                                                     bar
 ================ =========================================================== ===== ================================
 
 Price-level-free on purpose: every feature is a return, a ratio or a bounded oscillator, so one scaler per
-symbol fitted on a few days stays valid when the price drifts (FINDINGS: "Forecasting honesty").
+symbol fitted on a few days stays valid when the price drifts.
 
 **EMAs are finite.** ``EMAn`` is the exponentially weighted mean with ``α = 2/(n+1)`` over the last
 ``taps(n)`` values only (weights ``(1−α)^age``, normalised to sum 1), ``taps(n)`` the smallest count that
