@@ -1,7 +1,9 @@
-"""Build the Function app's deployment zip: this folder's app files + ``src/tickcast`` as a top-level package.
+"""Build the Function app's deployment zip: this folder's app files + the API's import closure of ``tickcast``.
 
 ``python cloud/function/package.py [--out dist/function.zip]`` writes a zip whose root holds
-``function_app.py``, ``host.json``, ``requirements.txt`` and ``tickcast/`` (no ``__pycache__``), with fixed
+``function_app.py``, ``host.json``, ``requirements.txt`` and ``tickcast/`` with ONLY the modules
+``function_app.py`` reaches (every ``import tickcast...``, also inside functions, followed transitively, plus
+the packages' ``__init__.py``): no training, registry, release or ingest code travels to the Function. Fixed
 timestamps and sorted entries, so the same sources give the same bytes. Deploy it with a remote build, which
 installs ``requirements.txt`` (see README.md). Standard library only.
 """
@@ -9,6 +11,7 @@ installs ``requirements.txt`` (see README.md). Standard library only.
 from __future__ import annotations
 
 import argparse
+import ast
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +26,55 @@ _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
 
 
+def _imported(path: Path) -> set[str]:
+    """The ``tickcast`` modules a source file imports (anywhere in it, TYPE_CHECKING blocks included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "tickcast")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] == "tickcast":
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
+    return found
+
+
+def _module_file(module: str, package: Path) -> Path | None:
+    rel = Path(*module.split(".")[1:])
+    for candidate in (package / rel.with_suffix(".py"), package / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def closure(package: Path = PACKAGE, start: Path = HERE / "function_app.py") -> list[Path]:
+    """The files of ``package`` (``tickcast``) that ``start`` imports, transitively, with their packages'
+    ``__init__.py``; sorted."""
+    files: set[Path] = set()
+    todo = sorted(_imported(start))
+    while todo:
+        module = todo.pop()
+        path = _module_file(module, package)
+        if path is None or path in files:
+            continue
+        files.add(path)
+        todo.extend(_imported(path))
+        parent = path.parent if path.name != "__init__.py" else path.parent.parent
+        while parent != package.parent and package in (parent, *parent.parents):
+            init = parent / "__init__.py"
+            if init.is_file() and init not in files:
+                files.add(init)
+                todo.extend(_imported(init))
+            parent = parent.parent
+    return sorted(files)
+
+
 def entries(package: Path = PACKAGE, app_dir: Path = HERE) -> Iterator[tuple[str, Path]]:
     """(name in the zip, file on disk), sorted by name."""
     found = [(name, app_dir / name) for name in APP_FILES]
-    for path in package.rglob("*"):
-        if not path.is_file() or path.suffix in _SKIP_SUFFIXES:
-            continue
+    for path in closure(package, app_dir / "function_app.py"):
         rel = path.relative_to(package)
-        if _SKIP_DIRS.intersection(rel.parts):
+        if _SKIP_DIRS.intersection(rel.parts) or path.suffix in _SKIP_SUFFIXES:
             continue
         found.append((f"tickcast/{rel.as_posix()}", path))
     yield from sorted(found)

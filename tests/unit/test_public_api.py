@@ -532,8 +532,19 @@ def test_the_function_host_answers_like_uvicorn(
     assert health.status_code == 200
 
 
+def test_the_function_requirements_are_the_packages_function_group() -> None:
+    """One source for the Function's environment: pyproject's ``function`` dependency group."""
+    import tomllib
+
+    group = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["dependency-groups"]["function"]
+    lines = (FUNCTION_DIR / "requirements.txt").read_text().splitlines()
+    pinned = {line.split("==")[0].strip().lower() for line in lines if line.strip() and not line.startswith("#")}
+    assert pinned == {name.lower() for name in group}
+
+
 def test_the_deployment_zip_imports_without_the_project_venvs_extras(tmp_path: Path) -> None:
-    """The zip = cloud/function + src/tickcast; importing it loads only packages of its requirements.txt."""
+    """The zip = cloud/function + the API's import closure of tickcast; importing it loads only packages of its
+    requirements.txt and only tickcast modules that travelled in the zip."""
     package = importlib.util.spec_from_file_location("function_package", FUNCTION_DIR / "package.py")
     assert package is not None and package.loader is not None
     builder = importlib.util.module_from_spec(package)
@@ -543,6 +554,10 @@ def test_the_deployment_zip_imports_without_the_project_venvs_extras(tmp_path: P
         names = zf.namelist()
         assert {"function_app.py", "host.json", "requirements.txt", "tickcast/__init__.py"} <= set(names)
         assert "tickcast/api/app.py" in names and not [n for n in names if "__pycache__" in n]
+        assert {"tickcast/scoring/contract.py", "tickcast/endpoint/client.py", "tickcast/lake/store.py"} <= set(names)
+        carried = {n.split("/")[1] for n in names if n.startswith("tickcast/") and n.count("/") > 1}
+        assert not carried & {"model", "registry", "release", "ingest", "validation", "features"}, sorted(carried)
+        assert not {"tickcast/cli.py", "tickcast/retrain.py", "tickcast/cloud_deploy.py"} & set(names)
         zf.extractall(tmp_path / "site")
     assert builder.build(tmp_path / "again.zip").read_bytes() == out.read_bytes()  # reproducible
 
