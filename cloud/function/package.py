@@ -32,10 +32,10 @@ def _imported(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "tickcast")
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.split(".")[0] == "tickcast":
-                found.add(node.module)
-                found.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "tickcast":
+            module = str(node.module)
+            found.add(module)
+            found.update(f"{module}.{a.name}" for a in node.names)  # `from pkg import module`
     return found
 
 
