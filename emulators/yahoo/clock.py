@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time as _time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 from emulators.yahoo import sessions
@@ -39,20 +40,26 @@ def parse_utc(value: str) -> datetime:
 
 
 class EmulatorClock:
-    """Emulated UTC time: ``start + speed x real elapsed``. Thread-safe."""
+    """Emulated UTC time: ``start + speed x real elapsed``. Thread-safe.
 
-    def __init__(self, start: datetime, speed: float = 1.0) -> None:
+    ``monotonic`` is the real clock it runs on (``time.monotonic``); tests pass a fake one and move it.
+    """
+
+    def __init__(
+        self, start: datetime, speed: float = 1.0, *, monotonic: Callable[[], float] = _time.monotonic
+    ) -> None:
         if start.tzinfo is None:
             raise ValueError("the clock start needs a time zone (use UTC)")
         if speed < 0:
             raise ValueError(f"clock speed {speed} is negative")
         self._lock = threading.Lock()
         self._base = start.astimezone(UTC)
-        self._real = _time.monotonic()
+        self._monotonic = monotonic
+        self._real = monotonic()
         self._speed = float(speed)
 
     def _now_locked(self) -> datetime:
-        return self._base + timedelta(seconds=self._speed * (_time.monotonic() - self._real))
+        return self._base + timedelta(seconds=self._speed * (self._monotonic() - self._real))
 
     def now(self) -> datetime:
         with self._lock:
@@ -71,7 +78,7 @@ class EmulatorClock:
             raise ValueError("the clock time needs a time zone (use UTC)")
         with self._lock:
             self._base = t.astimezone(UTC)
-            self._real = _time.monotonic()
+            self._real = self._monotonic()
 
     def advance(self, seconds: float) -> None:
         """Move emulated time forward (or back, if negative) by ``seconds``."""
@@ -84,7 +91,7 @@ class EmulatorClock:
             raise ValueError(f"clock speed {speed} is negative")
         with self._lock:
             self._base = self._now_locked()
-            self._real = _time.monotonic()
+            self._real = self._monotonic()
             self._speed = float(speed)
 
 

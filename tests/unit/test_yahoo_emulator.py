@@ -88,11 +88,28 @@ class Client:
         return result
 
 
+class FakeTicker:
+    """The real clock an EmulatorClock runs on, moved by the test instead of by waiting."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def make_client(
-    *, seed: int = 7, phi: float = 0.3, at: datetime = T0, speed: float = 0.0, null_fraction: float = 0.002
+    *,
+    seed: int = 7,
+    phi: float = 0.3,
+    at: datetime = T0,
+    speed: float = 0.0,
+    null_fraction: float = 0.002,
+    ticker: FakeTicker | None = None,
 ) -> Client:
     market = SyntheticMarket(seed, SYMBOLS, default_phi=phi, null_fraction=null_fraction)
-    return Client(create_app(load_settings(), clock=EmulatorClock(at, speed), source=market))
+    clock = EmulatorClock(at, speed, monotonic=ticker or FakeTicker())
+    return Client(create_app(load_settings(), clock=clock, source=market))
 
 
 def bars_of(result: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -317,13 +334,15 @@ def test_forming_minute_is_served_partial_and_a_new_minute_appears_after_60_s(cl
 
 
 def test_frozen_clock_serves_nothing_new_and_a_running_one_does() -> None:
-    frozen = make_client(speed=0.0)
+    ticker = FakeTicker()
+    frozen = make_client(speed=0.0, ticker=ticker)
     first = frozen.chart(range="1d")
-    time.sleep(0.1)
+    ticker.t += 600  # ten real minutes
     assert frozen.chart(range="1d") == first
-    running = make_client(speed=900.0)
+    running_ticker = FakeTicker()
+    running = make_client(speed=900.0, ticker=running_ticker)
     n0 = len(running.chart(range="1d")["timestamp"])
-    time.sleep(0.15)  # >= 135 emulated seconds
+    running_ticker.t += 0.15  # 135 emulated seconds: two more closed minutes
     assert len(running.chart(range="1d")["timestamp"]) >= n0 + 2
 
 
@@ -339,9 +358,10 @@ def test_clock_endpoints_and_health(client: Client) -> None:
 
 
 def test_clock_runs_at_its_speed_and_can_be_set() -> None:
-    clock = EmulatorClock(T0, 100.0)
-    time.sleep(0.05)
-    assert 4.0 <= (clock.now() - T0).total_seconds() < 60
+    ticker = FakeTicker()
+    clock = EmulatorClock(T0, 100.0, monotonic=ticker)
+    ticker.t += 0.05
+    assert (clock.now() - T0).total_seconds() == pytest.approx(5.0)
     clock.set_speed(0)
     clock.set(T0)
     clock.advance(90)
