@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tickcast.api.client import predict
 from tickcast.errors import TickcastError
+from tickcast.ingest.producer import backfill
+from tickcast.lake.store import Lake
+from tickcast.market.yahoo import YahooClient
+from tickcast.registry.mlflow_registry import Registry
 from tickcast.settings import Settings
+from tickcast_dev.airflow_client import AirflowClient
 
 Report = Callable[[str], None]
 
@@ -49,7 +55,6 @@ def _stage(result: MainJobResult, name: str, report: Report, fn: Callable[[], st
 
 def newest_closed(settings: Settings) -> dict[str, datetime]:
     """The newest closed minute per symbol that the source serves now (symbols without bars are left out)."""
-    from tickcast.market.yahoo import YahooClient
 
     marks: dict[str, datetime] = {}
     with YahooClient(settings) as client:
@@ -62,7 +67,6 @@ def newest_closed(settings: Settings) -> dict[str, datetime]:
 
 def wait_for_lake(settings: Settings, until: dict[str, datetime], timeout_s: float) -> dict[str, datetime | None]:
     """Poll the lake until every symbol's newest minute reaches ``until`` (what the backfill published)."""
-    from tickcast.lake.store import Lake
 
     lake = Lake.from_settings(settings)
     deadline = time.monotonic() + timeout_s
@@ -86,10 +90,6 @@ def run_main_job(
     ingest_timeout_s: float = 300,
     retrain_timeout_s: float = 600,
 ) -> MainJobResult:
-    from tickcast.api.client import predict
-    from tickcast.ingest.producer import backfill
-    from tickcast.registry.mlflow_registry import Registry
-    from tickcast_dev.airflow_client import AirflowClient
 
     result = MainJobResult()
     marks: dict[str, datetime] = {}

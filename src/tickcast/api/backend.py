@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
+from anyio import to_thread
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from pydantic import ValidationError
 
 from tickcast.endpoint.client import AsyncEndpointClient
@@ -224,8 +226,6 @@ def no_bars(symbol: str) -> PredictionError:
 
 async def read_latest(lake: BarSource, symbol: str, *, cap: int = LAKE_BARS) -> LatestBars:
     """:func:`latest_session` in a worker thread (the Blob SDK blocks); Blob failures become a 503."""
-    from anyio import to_thread
-    from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     try:
         return await to_thread.run_sync(lambda: latest_session(lake, symbol, cap=cap))

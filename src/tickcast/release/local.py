@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from tickcast.endpoint.client import EndpointError
 from tickcast.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,7 +70,6 @@ class LocalEndpointDeployer(BlueGreenDeployer):
         return DeploymentState(d.name, d.model_version, d.provisioning_state, d.error)
 
     def _score(self, colour: str, body: dict[str, Any]) -> dict[str, Any]:
-        from tickcast.endpoint.client import EndpointError
 
         try:
             return self.client.score(body, deployment=colour).body

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from tickcast.features.indicators import bars_needed
+from tickcast.scoring.contract import MAX_BARS
 from tickcast.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,7 +49,6 @@ class LakeSmokeBars:
     def __init__(
         self, settings: Settings, lake: Lake | None = None, *, min_bars: int | None = None, max_days: int = 5
     ) -> None:
-        from tickcast.features.indicators import bars_needed
 
         self.settings = settings
         self._lake = lake
@@ -63,7 +64,6 @@ class LakeSmokeBars:
         return self._lake
 
     def __call__(self, symbol: str) -> list[dict[str, Any]] | None:
-        from tickcast.scoring.contract import MAX_BARS
 
         best: list[dict[str, Any]] = []
         for day in reversed(self.lake.days(symbol)[-self.max_days :]):

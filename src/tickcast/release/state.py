@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from tickcast.endpoint.client import EndpointError
 from tickcast.errors import TickcastError
 
 if TYPE_CHECKING:
@@ -162,7 +163,6 @@ class _Refused(RuntimeError):
 
 
 def _describe(err: BaseException) -> str:
-    from tickcast.endpoint.client import EndpointError
 
     text = str(err).strip()
     if isinstance(err, _Refused | _StepFailed | ScoreFailure | EndpointError) and text:
