@@ -24,8 +24,6 @@ from tests.support.stack import stack_flavour
 from tickcast.settings import Settings, StackSettings, get_settings, load_settings
 from tickcast_dev.stack.procs import free_ports
 
-_choice: tuple[str, str] | None = None
-
 
 def pytest_report_header(config: pytest.Config) -> str:
     flavour, reason = stack_flavour()
