@@ -23,7 +23,7 @@ from tickcast.ingest.consumer import consume_to_lake
 from tickcast.lake.store import QUARANTINE_PREFIX, CorruptDayFile, Lake, day_path
 from tickcast.market.bar import Bar
 from tickcast.settings import Settings
-from tickcast.stack.hooks import create_topics
+from tickcast_dev.stack.hooks import create_topics
 
 pytestmark = pytest.mark.integration
 

@@ -29,13 +29,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tickcast.errors import RefusedError
+
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _state = {"max_bytes": DEFAULT_MAX_BYTES}
 _lock = threading.Lock()
 _installed = False
 
 
-class BatchTooLarge(ValueError):
+class BatchTooLarge(RefusedError):
     """A record batch decompresses to more bytes than allowed."""
 
 

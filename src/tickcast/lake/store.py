@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tickcast.errors import UnavailableError
 from tickcast.market.bar import Bar
 
 if TYPE_CHECKING:
@@ -88,11 +89,16 @@ class LakeConflict(Exception):
     """An upsert lost the optimistic-concurrency race too many times in a row."""
 
 
-class CorruptDayFile(ValueError):
-    """A day file exists but cannot be read as a lake table; the message names the blob and the cause."""
+class CorruptDayFile(UnavailableError):
+    """A day file exists but cannot be read as a lake table; the message names the blob and the cause (503)."""
+
+    default_code = "corrupt_lake_data"
 
     def __init__(self, path: str, cause: Exception) -> None:
-        super().__init__(f"lake day file {path} cannot be read: {type(cause).__name__}: {str(cause)[:300]}")
+        super().__init__(
+            f"lake day file {path} cannot be read: {type(cause).__name__}: {str(cause)[:300]}",
+            detail={"blob": path},
+        )
         self.path = path
 
 
