@@ -226,9 +226,12 @@ def test_a_far_future_bar_in_the_lake_is_not_the_newest_minute(stack: Settings) 
     assert lake.last_ts(sym, not_after=datetime.now(UTC) + timedelta(minutes=5)) == DAY
 
 
-def test_the_stack_producer_answers_and_shows_its_failure_counts(stack: Settings) -> None:
+def test_the_stack_producer_and_api_still_answer(stack: Settings) -> None:
+    """After the pills (run first in this module): the producer shows its failure counts, the API is alive."""
     url = f"http://{stack.stack.host}:{stack.stack.producer_port}/status"
     with urllib.request.urlopen(url, timeout=10) as resp:
         status = json.load(resp)
     assert status["status"] == "ok"
     assert {"errors", "failures", "failed_polls", "last_failure"} <= set(status)
+    with urllib.request.urlopen(f"{stack.function_url}/api/health", timeout=10) as resp:
+        assert resp.status == 200
