@@ -10,6 +10,8 @@ import pytest
 
 from tickcast.settings import Settings
 
+_choice: tuple[str, str] | None = None
+
 
 def stack_flavour() -> tuple[str, str]:
     """('processes' | 'containers', reason) — decided once per session."""
