@@ -27,11 +27,12 @@ endpoint, never Kafka or MLflow.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tickcast.errors import ConfigurationError
@@ -192,6 +193,22 @@ class IngestSettings(BaseModel):
         5, ge=0, description="every N producer polls, publish again the session's minutes the lake lost (0 = never)"
     )
     max_backfill_days: int = Field(7, ge=1, le=30, description="days one chart request may span (Yahoo: ~8)")
+    # what one message from outside may hold (decision 0030); a message beyond these goes to the DLQ
+    max_future_s: float = Field(
+        300.0,
+        ge=0,
+        description="bars starting later than the source clock (UTC now) plus this many seconds are refused; "
+        "raise it for an emulator running faster than real time",
+    )
+    min_bar_ts: AwareDatetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC), description="bars starting before this UTC time are refused (ISO-8601)"
+    )
+    max_days_per_message: int = Field(8, ge=1, description="day files one message may touch (more: refused)")
+    max_batch_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="bytes one Kafka record batch may decompress to (more: skipped and dead-lettered, a zip bomb)",
+    )
 
 
 class ServingSettings(BaseModel):

@@ -45,6 +45,15 @@ GOOD = {
         ({"ts": "2025-11-24T14:30:00"}, "no time zone"),
         ({"symbol": "spy"}, "not a ticker"),
         ({"symbol": "WAY-TOO-LONG-SYMBOL"}, "not a ticker"),
+        ({"symbol": "SPY\n"}, "not a ticker"),  # ``$`` matched before a final newline; it became a blob path
+        ({"ts": "2025-11-24T09:30:00-05:00"}, "not in UTC"),
+        ({"ts": "0001-01-01T00:00:00+01:00"}, "not in UTC"),  # was an OverflowError out of the validator
+        ({"ts": "9999-12-31T23:59:00-01:00"}, "not in UTC"),
+        ({"ts": "1969-12-31T23:59:00Z"}, "before 1970"),
+        ({"ts": "0001-01-01T00:00:00Z"}, "before 1970"),
+        ({"ts": float("nan")}, "NaN values not permitted"),
+        ({"ts": 10**30}, "dates after 9999"),
+        ({"source": "x" * 65}, "more than 64"),
     ],
 )
 def test_invalid_bars_are_rejected_with_a_reason(change: dict[str, Any], reason: str) -> None:
@@ -53,7 +62,7 @@ def test_invalid_bars_are_rejected_with_a_reason(change: dict[str, Any], reason:
 
 
 def test_a_valid_bar_round_trips_through_json_in_utc() -> None:
-    bar = parse_bar(GOOD | {"ts": "2025-11-24T09:30:00-05:00"})
+    bar = parse_bar(GOOD | {"ts": "2025-11-24T14:30:00+00:00"})
     assert bar.ts == datetime(2025, 11, 24, 14, 30, tzinfo=UTC)
     key, value = encode_bar(bar)
     assert key == b"SPY"

@@ -56,11 +56,10 @@ def mutations(rng: random.Random) -> list[Callable[[Body], None]]:
     def set_field(name: str, value: Any) -> Callable[[Body], None]:
         return lambda body: bar(body).__setitem__(name, value)
 
-    def shift_ts(body: Body) -> None:  # same instant written with a +02:00 offset: valid, left to pydantic
+    def shift_ts(body: Body) -> None:  # UTC written as -00:00: valid, left to pydantic (other offsets are refused)
         b = bar(body)
         if isinstance(b.get("ts"), str) and len(b["ts"]) >= 19:
-            hour = int(b["ts"][11:13]) + 2
-            b["ts"] = f"{b['ts'][:11]}{hour:02d}{b['ts'][13:19]}+02:00"
+            b["ts"] = f"{b['ts'][:19]}-00:00"
 
     def duplicate(body: Body) -> None:
         if isinstance(body["bars"], list) and body["bars"]:

@@ -1,17 +1,21 @@
 """Kafka -> lake: the ingest consumer (run by the ingest DAG for a bounded slice of time).
 
 For each polled batch:
-1. decode every message (bar batch, bar JSON or Airbyte envelope) and validate its bars; an undecodable
-   message goes to the dead-letter topic whole, an invalid bar of a batch alone, each with the reason and
-   the original payload (see ``tickcast.ingest.messages``);
+1. decode every message (bar batch, bar JSON or Airbyte envelope) and validate its bars, against the Bar rules
+   and :class:`~tickcast.ingest.messages.DecodeLimits` (time window, size, key); an undecodable message goes
+   to the dead-letter topic whole, an invalid bar of a batch alone, each with the reason and the original
+   payload (bounded; see ``tickcast.ingest.messages``). A record batch the client cannot even decompress
+   arrives as one :class:`~tickcast.ingest.record_batches.UnreadableBatch` record and is dead-lettered as a
+   reference. Whatever a message holds, the run moves on: nothing in its content stops ingest;
 2. group the good bars of the WHOLE polled batch by (symbol, UTC day) and upsert each group into the lake
    (ETag-guarded, one write per day file, concurrently);
 3. wait until the dead letters are acknowledged by the broker;
 4. only then commit the batch's offsets.
 
 A crash anywhere before step 4 re-delivers the batch; the upsert makes the repeat harmless, so every
-bar lands exactly once in effect. If the lake is unreachable the consumer stops WITHOUT committing
-(the run fails and Airflow retries) — nothing is lost.
+bar lands exactly once in effect. If the lake or the broker is unreachable the consumer stops WITHOUT
+committing (the run fails and Airflow retries) — nothing is lost. A day file in the lake that cannot be read is
+quarantined by the upsert (:meth:`tickcast.lake.store.Lake.upsert_columns`) and counted in the report.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tickcast.ingest import kafka
-from tickcast.ingest.messages import UndecodableMessage, dead_letter, decode_message
+from tickcast.ingest.messages import (
+    DecodeLimits,
+    UndecodableMessage,
+    dead_letter,
+    dead_letter_key,
+    decode_message,
+)
+from tickcast.ingest.record_batches import UnreadableBatch
 from tickcast.lake.store import Lake
 from tickcast.market.columns import BarColumns
 from tickcast.settings import Settings, get_settings
@@ -38,6 +49,8 @@ class IngestReport:
     messages: int = 0
     bars: int = 0
     dead_letters: int = 0
+    unreadable_batches: int = 0  # record batches skipped by offset (dead-lettered as references)
+    quarantined: list[str] = field(default_factory=list)  # day files that could not be read, moved aside
     files_written: int = 0
     batches: int = 0
     seconds: float = 0.0
@@ -57,6 +70,8 @@ class IngestReport:
             "messages": self.messages,
             "bars": self.bars,
             "dead_letters": self.dead_letters,
+            "unreadable_batches": self.unreadable_batches,
+            "quarantined": self.quarantined,
             "files_written": self.files_written,
             "batches": self.batches,
             "seconds": round(self.seconds, 2),
@@ -118,36 +133,31 @@ def consume_to_lake(
             report.messages += len(records)
             blocks: list[BarColumns] = []
             pending_dlq = []
+            limits = DecodeLimits.from_settings(s)  # per polled batch: the source clock moves
             for rec in records:
-                letters: list[tuple[str, bytes | None, int | None]] = []
-                try:
-                    decoded = decode_message(rec.value)
-                except UndecodableMessage as err:
-                    letters.append((str(err), rec.value, None))
-                else:
-                    blocks.extend(decoded.columns)
-                    letters.extend((f"invalid bar: {r.reason}", r.payload, r.index) for r in decoded.rejected)
-                for error, value, index in letters:
+                for error, value, index, extra in _letters_for(rec, blocks, limits, report):
                     where = f"{rec.topic}[{rec.partition}]@{rec.offset}" + (
                         f" bar {index}" if index is not None else ""
                     )
-                    log.warning("dead letter %s: %s", where, error)
+                    log.warning("dead letter %s: %s", where, error[:300])
                     dlq = dlq or kafka.producer(s)
                     letter = dead_letter(
                         error,
                         topic=rec.topic,
                         partition=rec.partition,
-                        offset=rec.offset,
+                        offset=extra.pop("offset", rec.offset),
                         key=rec.key,
                         value=value,
                         index=index,
+                        extra=extra,
                     )
-                    pending_dlq.append(dlq.send(s.kafka.dlq_topic, key=rec.key, value=letter))
+                    pending_dlq.append(dlq.send(s.kafka.dlq_topic, key=dead_letter_key(rec.key), value=letter))
             t_write = time.monotonic()
             report.decode_seconds += t_write - last_message
             if blocks:
                 results = lake.upsert_columns(blocks)
                 report.files_written += len(results)
+                report.quarantined.extend(r.quarantined for r in results if r.quarantined)
                 report.bars += sum(len(b) for b in blocks)
                 report.symbols.update(b.symbol for b in blocks)
             if pending_dlq:
@@ -171,3 +181,24 @@ def consume_to_lake(
             dlq.close(timeout=5)
     log.info("ingest: %s", report.as_dict())
     return report
+
+
+Letter = tuple[str, bytes | None, int | None, dict[str, Any]]  # reason, payload, bar index, extra fields
+
+
+def _letters_for(rec: Any, blocks: list[BarColumns], limits: DecodeLimits, report: IngestReport) -> list[Letter]:
+    """Decode one record: its good bars go to ``blocks``, what must be dead-lettered is returned. Never raises."""
+    value = rec.value
+    if isinstance(value, UnreadableBatch):
+        report.unreadable_batches += 1
+        extra: dict[str, Any] = {"offset": value.first_offset, "last_offset": value.last_offset, "codec": value.codec}
+        return [(value.reason, None, None, extra)]
+    try:
+        decoded = decode_message(value, key=rec.key, limits=limits)
+    except UndecodableMessage as err:
+        return [(str(err), value, None, {})]
+    except Exception as err:  # a decoder fault on some content: it must not stop ingest either
+        log.exception("decoding %s[%s]@%s failed", rec.topic, rec.partition, rec.offset)
+        return [(f"message cannot be decoded: {type(err).__name__}: {err}", value, None, {})]
+    blocks.extend(decoded.columns)
+    return [(f"invalid bar: {r.reason}", r.payload, r.index, {}) for r in decoded.rejected]

@@ -10,7 +10,13 @@ poll pass), so the HTTP requests to the source overlap the producer's network I/
 
 Where does a poll start? At the symbol's watermark (last minute published). On start-up the watermark
 is the lake's last minute for the symbol — so after a restart of the memory-only broker, everything
-not yet in the lake is fetched again from the source (Yahoo keeps 7 days of 1-minute bars).
+not yet in the lake is fetched again from the source (Yahoo keeps 7 days of 1-minute bars). A watermark
+later than the source's clock plus ``ingest.max_future_s`` (a far-future bar stored before the consumer
+refused them) is ignored, so it can neither stall the symbol nor overflow ``mark + 1 minute``.
+
+The poller never dies of one symbol or one poll: every exception of a symbol is caught, counted in
+``failures`` and shown with its message in ``errors`` on ``GET /status``; an exception of a whole poll
+(gap repair included) is counted in ``failed_polls`` with ``last_failure``, and the next poll runs on time.
 """
 
 from __future__ import annotations
@@ -140,7 +146,10 @@ class PollerState:
     published: int = 0
     polls: int = 0
     repaired: int = 0  # minutes published again because the lake had lost them (see Poller.repair_gaps)
-    errors: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # symbol -> its latest failure (cleared by a success)
+    failures: dict[str, int] = field(default_factory=dict)  # symbol -> failed polls since start
+    failed_polls: int = 0  # polls (or gap repairs) that raised as a whole
+    last_failure: str | None = None
     last_poll: datetime | None = None
     source_time: datetime | None = None
 
@@ -151,6 +160,9 @@ class PollerState:
             "polls": self.polls,
             "repaired": self.repaired,
             "errors": self.errors,
+            "failures": self.failures,
+            "failed_polls": self.failed_polls,
+            "last_failure": self.last_failure,
             "last_poll": self.last_poll.isoformat() if self.last_poll else None,
             "source_time": self.source_time.isoformat() if self.source_time else None,
         }
@@ -198,6 +210,14 @@ class Poller:
     def fresh_bars(self, symbol: str) -> list[Bar]:
         """The closed minutes of ``symbol`` after its watermark (the whole current session without one)."""
         mark = self.state.watermarks.get(symbol)
+        if mark is not None and mark > self._source_now(symbol) + timedelta(seconds=self.settings.ingest.max_future_s):
+            log.warning(
+                "%s: watermark %s is later than the source's clock %s; polling the current session instead",
+                symbol,
+                mark.isoformat(),
+                self._source_now(symbol).isoformat(),
+            )
+            mark = self.state.watermarks[symbol] = None
         if mark is None:
             got = self.client.bars(symbol, range_="1d")
         else:
@@ -237,19 +257,22 @@ class Poller:
                 fresh = self.fresh_bars(symbol)
                 pending.append((symbol, fresh, self.publisher.send(fresh)))
             except YahooError as err:
-                self.state.errors[symbol] = str(err)
+                self._fail(symbol, err)
                 log.error("%s: the source refused the request: %s", symbol, err)
             except YahooUnavailable as err:
-                self.state.errors[symbol] = str(err)
+                self._fail(symbol, err)
                 log.error("%s: source unavailable, will retry next poll: %s", symbol, err)
             except PublishError as err:
-                self.state.errors[symbol] = str(err)
+                self._fail(symbol, err)
                 failed.append(err)
+            except Exception as err:  # anything else one symbol meets must not stop the others, nor the poller
+                self._fail(symbol, err)
+                log.exception("%s: poll failed, will retry next poll", symbol)
         for symbol, fresh, handle in pending:
             try:
                 sent[symbol] = self.publisher.confirm(handle)
             except PublishError as err:
-                self.state.errors[symbol] = str(err)
+                self._fail(symbol, err)
                 failed.append(err)
                 continue
             if fresh:
@@ -272,6 +295,10 @@ class Poller:
             again = self.poll_once()
             return {sym: sent.get(sym, 0) + again.get(sym, 0) for sym in set(sent) | set(again)}
         return sent
+
+    def _fail(self, symbol: str, err: Exception) -> None:
+        self.state.errors[symbol] = f"{type(err).__name__}: {err}"[:500]
+        self.state.failures[symbol] = self.state.failures.get(symbol, 0) + 1
 
     def repair_gaps(self) -> dict[str, int]:
         """Publish again the current session's minutes that the lake lacks although it holds later ones.
@@ -315,6 +342,10 @@ class Poller:
         self.state.repaired += sum(repaired.values())
         return repaired
 
+    def _poll_failed(self, err: Exception) -> None:
+        self.state.failed_polls += 1
+        self.state.last_failure = f"{datetime.now(UTC).isoformat()} {type(err).__name__}: {err}"[:500]
+
     def run_forever(self, stop: threading.Event) -> None:
         """Poll on a fixed cadence aligned to minute boundaries (+offset) until ``stop`` is set; every
         ``ingest.repair_every_polls`` polls, repair the lake's holes in the current session."""
@@ -327,7 +358,11 @@ class Poller:
                 if cfg.repair_every_polls and self.state.polls % cfg.repair_every_polls == 0:
                     self.repair_gaps()
             except PublishError as err:
+                self._poll_failed(err)
                 log.error("%s; the same minutes will be sent again on the next poll", err)
+            except Exception as err:  # the poller outlives any single poll
+                self._poll_failed(err)
+                log.exception("poll failed; polling again on the next tick")
             now = time.time()
             wait = cfg.poll_interval_s - ((now - cfg.poll_offset_s) % cfg.poll_interval_s)
             stop.wait(wait)
@@ -426,7 +461,11 @@ def serve_producer(settings: Settings | None = None, stop: threading.Event | Non
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     lake = Lake.from_settings(s)
-    poller = Poller(s, YahooClient(s), BarPublisher(s), lake_last_ts=lake.last_ts, lake_minutes=lake.minutes)
+
+    def lake_last_ts(symbol: str) -> datetime | None:  # a far-future bar in the lake is not the newest minute
+        return lake.last_ts(symbol, not_after=datetime.now(UTC) + timedelta(seconds=s.ingest.max_future_s))
+
+    poller = Poller(s, YahooClient(s), BarPublisher(s), lake_last_ts=lake_last_ts, lake_minutes=lake.minutes)
     handler = type("Handler", (_StatusHandler,), {"poller": poller})
     server = ThreadingHTTPServer((s.stack.host, s.stack.producer_port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

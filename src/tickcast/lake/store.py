@@ -18,12 +18,19 @@ upsert costs ~1 ms of CPU besides its two requests; :meth:`Lake.upsert_columns` 
 column blocks straight to those tables, without a pandas frame or a ``Bar`` object per row. Upserts of
 different day files run concurrently on a shared thread pool.
 
+**A day file that cannot be read** (not Parquet, wrong columns: written by something else, or damaged) must
+not fail every ingest run that touches it: the upsert copies it to ``quarantine/<its path>.<UTC stamp>.parquet``
+(kept for a person to inspect, with the reason in its metadata), logs it, and rewrites the day from the incoming
+bars (``If-Match`` the damaged file's ETag, so a concurrent repair is not overwritten); the result names the
+quarantined copy. Reads raise :class:`CorruptDayFile` naming the blob. Decision 0031.
+
 **Reads** (:meth:`Lake.read`) touch only the day files that overlap the requested range.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import random
 import threading
 import time
@@ -38,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tickcast.errors import UnavailableError
 from tickcast.market.bar import Bar
 
 if TYPE_CHECKING:
@@ -59,6 +67,8 @@ SCHEMA = pa.schema(
         ("ingested_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
+log = logging.getLogger(__name__)
+QUARANTINE_PREFIX = "quarantine/"
 MAX_ATTEMPTS = 8
 UPSERT_THREADS = 8  # concurrent day-file upserts: each is mostly two round trips to Blob
 DAY_S = 86_400
@@ -79,6 +89,19 @@ class LakeConflict(Exception):
     """An upsert lost the optimistic-concurrency race too many times in a row."""
 
 
+class CorruptDayFile(UnavailableError):
+    """A day file exists but cannot be read as a lake table; the message names the blob and the cause (503)."""
+
+    default_code = "corrupt_lake_data"
+
+    def __init__(self, path: str, cause: Exception) -> None:
+        super().__init__(
+            f"lake day file {path} cannot be read: {type(cause).__name__}: {str(cause)[:300]}",
+            detail={"blob": path},
+        )
+        self.path = path
+
+
 @dataclass(frozen=True)
 class UpsertResult:
     symbol: str
@@ -88,6 +111,7 @@ class UpsertResult:
     added: int
     replaced: int
     attempts: int
+    quarantined: str | None = None  # where an unreadable previous day file was moved to (its rows are not merged)
 
 
 def day_path(symbol: str, day: date) -> str:
@@ -153,10 +177,16 @@ def table_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def read_table(data: bytes) -> pa.Table:
-    """A day file as a lake-schema Arrow table (whatever metadata the writer added is dropped)."""
-    table = pq.read_table(io.BytesIO(data))
-    return table.select(COLUMNS).cast(SCHEMA).replace_schema_metadata(None)
+def read_table(data: bytes, path: str = "<bytes>") -> pa.Table:
+    """A day file as a lake-schema Arrow table (whatever metadata the writer added is dropped).
+
+    Anything that is not a readable lake table raises :class:`CorruptDayFile` (Arrow raises many kinds).
+    """
+    try:
+        table = pq.read_table(io.BytesIO(data))
+        return table.select(COLUMNS).cast(SCHEMA).replace_schema_metadata(None)
+    except Exception as err:
+        raise CorruptDayFile(path, err) from err
 
 
 def merge_tables(existing: pa.Table | None, new: pa.Table) -> tuple[pa.Table, int, int]:
@@ -180,8 +210,11 @@ def to_parquet_bytes(df: pd.DataFrame) -> bytes:
     return table_bytes(pa.Table.from_pandas(df, schema=SCHEMA, preserve_index=False))
 
 
-def from_parquet_bytes(data: bytes) -> pd.DataFrame:
-    return _normalise(pq.read_table(io.BytesIO(data)).to_pandas())
+def from_parquet_bytes(data: bytes, path: str = "<bytes>") -> pd.DataFrame:
+    try:
+        return _normalise(pq.read_table(io.BytesIO(data)).to_pandas())
+    except Exception as err:
+        raise CorruptDayFile(path, err) from err
 
 
 class Lake:
@@ -209,15 +242,22 @@ class Lake:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-        blob = self.container.get_blob_client(day_path(symbol, day))
+        path = day_path(symbol, day)
+        blob = self.container.get_blob_client(path)
+        quarantined: str | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             existing: pa.Table | None
             try:
                 downloader = blob.download_blob()
                 etag: str | None = downloader.properties.etag
-                existing = read_table(downloader.readall())
+                data = downloader.readall()
             except ResourceNotFoundError:
                 etag, existing = None, None
+            else:
+                try:
+                    existing = read_table(data, path)
+                except CorruptDayFile as err:
+                    quarantined, existing = self._quarantine(path, data, etag, err), None
             merged, added, replaced = merge_tables(existing, new)
             payload = table_bytes(merged)
             try:
@@ -236,8 +276,20 @@ class Lake:
                 added=added,
                 replaced=replaced,
                 attempts=attempt,
+                quarantined=quarantined,
             )
         raise LakeConflict(f"{day_path(symbol, day)}: precondition failed {MAX_ATTEMPTS} times in a row")
+
+    def _quarantine(self, path: str, data: bytes, etag: str | None, err: CorruptDayFile) -> str:
+        """Copy an unreadable day file aside (same bytes, the reason in its metadata); the copy's name."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = f"{QUARANTINE_PREFIX}{path}.{stamp}.parquet"
+        reason = str(err).encode("ascii", errors="replace").decode()[:1000]  # metadata values must be ASCII
+        self.container.get_blob_client(target).upload_blob(
+            data, overwrite=True, metadata={"reason": reason, "etag": str(etag)}
+        )
+        log.error("%s; moved its %d bytes to %s and rewriting the day from the incoming bars", err, len(data), target)
+        return target
 
     def upsert_bars(self, bars: Iterable[Bar]) -> list[UpsertResult]:
         """Group bars by (symbol, UTC day) and upsert each group (order kept: later bars win)."""
@@ -306,17 +358,22 @@ class Lake:
         out = []
         for name in self.container.list_blob_names(name_starts_with=prefix):
             stem = name[len(prefix) :].removesuffix(".parquet")
-            out.append(date.fromisoformat(stem))
+            try:
+                out.append(date.fromisoformat(stem))
+            except ValueError:  # not a day file of the lake's layout: not ours to read
+                log.warning("ignoring blob %s: not a day file (date=YYYY-MM-DD.parquet)", name)
         return sorted(out)
 
     def read_day(self, symbol: str, day: date) -> pd.DataFrame:
+        """One day file as a frame (empty when there is none); :class:`CorruptDayFile` when it cannot be read."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        path = day_path(symbol, day)
         try:
-            data = self.container.get_blob_client(day_path(symbol, day)).download_blob().readall()
+            data = self.container.get_blob_client(path).download_blob().readall()
         except ResourceNotFoundError:
             return _normalise(pd.DataFrame(columns=COLUMNS))
-        return from_parquet_bytes(data)
+        return from_parquet_bytes(data, path)
 
     def read(self, symbol: str, start: datetime, end: datetime) -> pd.DataFrame:
         """Bars of ``symbol`` with ``start <= ts < end``, reading only the day files in that range."""
@@ -339,10 +396,20 @@ class Lake:
         df = self.read(symbol, start, end)
         return set() if df.empty else set(df["ts"].dt.to_pydatetime())
 
-    def last_ts(self, symbol: str) -> datetime | None:
-        """The newest minute stored for ``symbol`` (reads one day file)."""
+    def last_ts(self, symbol: str, not_after: datetime | None = None) -> datetime | None:
+        """The newest minute stored for ``symbol`` (reads one day file), ignoring any after ``not_after``.
+
+        ``not_after`` keeps a bar from the far future (stored before such bars were refused) from posing as
+        the newest minute.
+        """
         days = self.days(symbol)
-        if not days:
-            return None
-        df = self.read_day(symbol, days[-1])
-        return None if df.empty else df["ts"].max().to_pydatetime()
+        if not_after is not None:
+            days = [d for d in days if d <= not_after.astimezone(UTC).date()]
+        for day in reversed(days):
+            df = self.read_day(symbol, day)
+            if not_after is not None:
+                df = df[df["ts"] <= pd.Timestamp(not_after)]
+            if not df.empty:
+                newest: datetime = df["ts"].max().to_pydatetime()
+                return newest
+        return None

@@ -2,8 +2,11 @@
 
 A bar is rejected (``BarError`` with a reason a person can act on) when a price is not a finite
 positive number, ``high`` is below ``max(open, close)`` or ``low`` above ``min(open, close)``, the
-volume is negative, ``ts`` is not on a minute boundary, or the symbol is not a ticker.
-``ts`` is the START of the minute, in UTC.
+volume is negative, ``ts`` is not on a minute boundary, has no time zone or one other than UTC, lies
+before 1970 (or cannot be represented at all), or the symbol is not a ticker (the WHOLE string:
+``"SPY\n"`` is not one). ``ts`` is the START of the minute, in UTC.
+
+Nothing here raises anything but ``BarError`` for any input: a bar comes from outside.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9.\-=^]{0,15}$")
+# \A...\Z, not ^...$: ``$`` also matches before a final newline, so "SPY\n" passed (and became a blob path)
+SYMBOL_RE = re.compile(r"\A[A-Z0-9][A-Z0-9.\-=^]{0,15}\Z")
+EPOCH_MIN = 0  # 1970-01-01T00:00:00Z: the lake's day files and epoch-second columns start there
+SOURCE_MAX_CHARS = 64  # the source's name is stored on every row of the lake
+
+
+def is_symbol(value: object) -> bool:
+    """Whether ``value`` is a ticker, the whole string (it becomes part of a blob path)."""
+    return isinstance(value, str) and SYMBOL_RE.fullmatch(value) is not None
 
 
 class BarError(ValueError):
@@ -37,18 +48,30 @@ class Bar(BaseModel):
     @field_validator("symbol")
     @classmethod
     def _symbol(cls, v: str) -> str:
-        if not SYMBOL_RE.match(v):
-            raise ValueError(f"symbol {v!r} is not a ticker (upper-case letters, digits, . - = ^; max 16)")
+        if not is_symbol(v):
+            raise ValueError(f"symbol {v[:40]!r} is not a ticker (upper-case letters, digits, . - = ^; max 16)")
         return v
 
     @field_validator("ts")
     @classmethod
     def _ts(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
+        offset = v.utcoffset()
+        if offset is None:
             raise ValueError("ts has no time zone; send UTC (e.g. 2026-11-25T14:31:00Z)")
-        v = v.astimezone(UTC)
+        if offset:
+            raise ValueError(f"ts {v.isoformat()} is not in UTC; send it with Z or +00:00 (e.g. 2026-11-25T14:31:00Z)")
+        v = v.replace(tzinfo=UTC)
+        if v.year < 1970:
+            raise ValueError(f"ts {v.isoformat()} is before 1970")
         if v.second or v.microsecond:
             raise ValueError(f"ts {v.isoformat()} is not on a minute boundary (bars start at :00 seconds)")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if len(v) > SOURCE_MAX_CHARS:
+            raise ValueError(f"source is {len(v)} characters long, more than {SOURCE_MAX_CHARS}")
         return v
 
     @field_validator("open", "high", "low", "close")
@@ -101,3 +124,5 @@ def parse_bar(data: dict[str, Any] | bytes | str) -> Bar:
         return Bar.model_validate(data)
     except ValidationError as err:
         raise BarError(_reason(err)) from None
+    except (ArithmeticError, RecursionError) as err:  # belt and braces: a validator meeting an extreme value
+        raise BarError(f"bar cannot be read: {type(err).__name__}: {err}") from None

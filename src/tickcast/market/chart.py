@@ -8,6 +8,7 @@ reports every bar that fails validation instead of passing it on.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,56 +30,100 @@ class ChartBars:
     market_time: datetime | None = None
 
 
-def chart_result(payload: dict[str, Any]) -> dict[str, Any]:
+def chart_result(payload: Any) -> dict[str, Any]:
     """The single result of a chart response, or ChartError with Yahoo's own error text."""
     chart = payload.get("chart") if isinstance(payload, dict) else None
     if not isinstance(chart, dict):
         raise ChartError("not a Yahoo chart response: no 'chart' object")
     err = chart.get("error")
     if err:
-        raise ChartError(f"Yahoo chart error {err.get('code')}: {err.get('description')}")
-    results = chart.get("result") or []
-    if not results or not isinstance(results[0], dict):
+        if isinstance(err, dict):
+            raise ChartError(f"Yahoo chart error {_short(err.get('code'))}: {_short(err.get('description'))}")
+        raise ChartError(f"Yahoo chart error: {_short(err)}")
+    results = chart.get("result")
+    if not isinstance(results, list) or not results or not isinstance(results[0], dict):
         raise ChartError("Yahoo chart response has no result")
     return dict(results[0])
 
 
-def chart_bars(payload: dict[str, Any], source: str, closed_only: bool = True) -> ChartBars:
-    """Validated bars of one chart response (closed minutes only unless ``closed_only=False``)."""
+def chart_bars(payload: Any, source: str, closed_only: bool = True, max_bars: int | None = None) -> ChartBars:
+    """Validated bars of one chart response (closed minutes only unless ``closed_only=False``).
+
+    Any payload, however malformed, gives either bars (each invalid row reported in ``rejected``) or a
+    ``ChartError``; ``max_bars`` refuses a chart with more timestamps than that before reading any row.
+    """
     result = chart_result(payload)
-    meta = result.get("meta") or {}
+    meta = result.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     symbol = meta.get("symbol")
     if not isinstance(symbol, str):
         raise ChartError("chart result has no meta.symbol")
     timestamps = result.get("timestamp") or []
-    quotes = ((result.get("indicators") or {}).get("quote") or [{}])[0]
+    if not isinstance(timestamps, list):
+        raise ChartError(f"{symbol[:40]!r}: timestamp is not an array")
+    if max_bars is not None and len(timestamps) > max_bars:
+        raise ChartError(f"{symbol[:40]!r}: {len(timestamps)} timestamps, more than {max_bars} in one chart")
+    indicators = result.get("indicators") or {}
+    quote_list = indicators.get("quote") if isinstance(indicators, dict) else None
+    quotes = quote_list[0] if isinstance(quote_list, list) and quote_list else {}
+    if not isinstance(quotes, dict):
+        raise ChartError(f"{symbol[:40]!r}: indicators.quote[0] is not an object")
     columns = {k: quotes.get(k) or [] for k in ("open", "high", "low", "close", "volume")}
     for name, values in columns.items():
+        if not isinstance(values, list):
+            raise ChartError(f"{symbol[:40]!r}: quote.{name} is not an array")
         if len(values) != len(timestamps):
-            raise ChartError(f"{symbol}: quote.{name} has {len(values)} values for {len(timestamps)} timestamps")
-    market_time = meta.get("regularMarketTime")
+            raise ChartError(f"{symbol[:40]!r}: quote.{name} has {len(values)} values for {len(timestamps)} timestamps")
     out = ChartBars(symbol=symbol)
-    if isinstance(market_time, int | float):
-        out.market_time = datetime.fromtimestamp(int(market_time), UTC)
-    for i, ts in enumerate(timestamps):
+    market_epoch = _epoch(meta.get("regularMarketTime"))
+    out.market_time = _utc(market_epoch)
+    for i, raw_ts in enumerate(timestamps):
         row = {k: v[i] for k, v in columns.items()}
         if any(v is None for v in row.values()):
             out.skipped_null += 1
             continue
-        if closed_only and market_time is not None and ts + 60 > market_time:
+        ts = _epoch(raw_ts)
+        when = _utc(ts)
+        if ts is None or when is None:
+            out.rejected.append((-1, f"timestamp {_short(raw_ts)} is not a Unix time in seconds"))
+            continue
+        if closed_only and market_epoch is not None and ts + 60 > market_epoch:
             out.skipped_forming += 1
             continue
         try:
-            out.bars.append(
-                parse_bar(
-                    {
-                        "symbol": symbol,
-                        "ts": datetime.fromtimestamp(int(ts), UTC),
-                        "source": source,
-                        **row,
-                    }
-                )
-            )
-        except (BarError, TypeError, ValueError, OverflowError) as err:
-            out.rejected.append((int(ts) if isinstance(ts, int | float) else -1, str(err)))
+            bar = parse_bar({"symbol": symbol, "ts": when, "source": source, **row})
+        except BarError as err:
+            out.rejected.append((ts, str(err)))
+        else:
+            out.bars.append(bar)
     return out
+
+
+# Unix seconds a datetime can hold (years 1..9999); anything else is not a chart timestamp
+_EPOCH_RANGE = (-62_135_596_800, 253_402_300_799)
+
+
+def _epoch(value: Any) -> int | None:
+    """``value`` as whole Unix seconds when it is a finite number a datetime can hold, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    seconds = int(value)
+    return seconds if _EPOCH_RANGE[0] <= seconds <= _EPOCH_RANGE[1] else None
+
+
+def _utc(epoch: int | None) -> datetime | None:
+    if epoch is None:
+        return None
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """A value of untrusted size, for a message."""
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
