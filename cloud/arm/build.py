@@ -27,7 +27,8 @@ Json = dict[str, Any]
 # API versions: GA versions known to the Azure SDK models of cloud/validate/requirements.txt (the property check
 # reads them) and under two years old, since arm-ttk's "apiVersions Should Be Recent" fails an older one unless it is
 # the newest of its type. Where no newer GA version exists, the newest GA one is kept (insights, authz, apim, dns, msi;
-# k8sext: 2024-11-01, whose extension schema is that of the SDK's 2023-05-01). Last bumped 2026-12.
+# k8sext: 2024-11-01, whose extension schema is that of the SDK's 2023-05-01; diagnostics: Microsoft.Insights/
+# diagnosticSettings has no GA version newer than its 2021-05-01-preview). Last bumped 2026-12.
 API = {
     "storage": "2026-09-01",
     "network": "2026-03-01",
@@ -44,6 +45,7 @@ API = {
     "web": "2025-05-01",
     "apim": "2024-05-01",
     "authz": "2022-04-01",
+    "diagnostics": "2021-05-01-preview",
 }
 
 # Built-in role definition GUIDs (Azure built-in roles reference); the variable names say which role each is.
@@ -51,10 +53,8 @@ ROLES = {
     "roleStorageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "roleStorageBlobDataReader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
     "roleStorageBlobDataOwner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
-    "roleStorageFileDataPrivilegedContributor": "69566ab7-960f-475b-8e7c-b3118f30c6bd",
     "roleAcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
     "roleAcrPush": "8311e382-0749-4cb8-b61a-304f252e45ec",
-    "roleKeyVaultAdministrator": "00482a5a-887f-4fb3-b363-3b7fe8e74483",
     "roleNetworkContributor": "4d97b98b-1d4f-4787-a291-c67834d212e7",
     "roleAzureMLDataScientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
 }
@@ -62,10 +62,11 @@ ROLES = {
 # Fixed private addresses of the hosts (the outputs give them to the application as bootstrap/tracking URLs)
 HOST_IPS = {"broker": "10.20.4.10", "airflow": "10.20.4.11", "mlflow": "10.20.4.12"}
 
-# Private DNS zones: key -> zone name
+# Private DNS zones: key -> zone name. The storage zones follow the cloud's storage suffix (arm-ttk: no
+# hardcoded core.windows.net); the others have no environment() counterpart.
 ZONES = {
-    "blob": "privatelink.blob.core.windows.net",
-    "file": "privatelink.file.core.windows.net",
+    "blob": "[format('privatelink.blob.{0}', environment().suffixes.storage)]",
+    "file": "[format('privatelink.file.{0}', environment().suffixes.storage)]",
     "vault": "privatelink.vaultcore.azure.net",
     "acr": "privatelink.azurecr.io",
     "amlApi": "privatelink.api.azureml.ms",
@@ -99,6 +100,8 @@ def resource(type_: str, api: str, name: str, properties: Json | None = None, **
     for key in ("location", "kind", "sku", "identity", "scope", "zones", "metadata"):
         if key in extra:
             body[key] = extra.pop(key)
+    if taggable(type_):
+        body["tags"] = dict(TAGS)
     if properties is not None:
         body["properties"] = properties
     depends = extra.pop("depends", None)
@@ -113,7 +116,28 @@ NO_LOCATION = {
     "Microsoft.Authorization/roleAssignments",
     "Microsoft.Authorization/roleDefinitions",
     "Microsoft.KubernetesConfiguration/extensions",
+    "Microsoft.Insights/diagnosticSettings",
 }
+
+# Every tracked resource carries these tags (PSRule: Azure.Resource.UseTags); proxy resources (children, role
+# assignments and definitions, extensions, diagnostic settings) take none.
+TAGS = {"app": "tickcast", "env": "[parameters('env')]"}
+UNTAGGED_TOP_LEVEL = {
+    "Microsoft.Authorization/roleAssignments",
+    "Microsoft.Authorization/roleDefinitions",
+    "Microsoft.KubernetesConfiguration/extensions",
+    "Microsoft.Insights/diagnosticSettings",
+}
+TAGGED_CHILDREN = {
+    "Microsoft.MachineLearningServices/workspaces/computes",
+    "Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
+    "Microsoft.Network/privateDnsZones/virtualNetworkLinks",
+}
+
+
+def taggable(type_: str) -> bool:
+    return type_ in TAGGED_CHILDREN or (type_.count("/") == 1 and type_ not in UNTAGGED_TOP_LEVEL)
+
 
 SUBNET = "Microsoft.Network/virtualNetworks/subnets"
 
@@ -166,7 +190,25 @@ def parameters() -> Json:
             "VM size of the AKS nodes (needs a cache for ephemeral OS disks).",
             defaultValue="Standard_D4ds_v5",
         ),
-        "aksNodeCount": p("int", "AKS node count.", defaultValue=2, minValue=1, maxValue=10),
+        "aksNodeCount": p("int", "AKS nodes at least (autoscaler minimum).", defaultValue=2, minValue=1, maxValue=10),
+        "aksNodeMaxCount": p("int", "AKS nodes at most (autoscaler maximum).", defaultValue=4, minValue=1, maxValue=20),
+        "vmSizeImageBuild": p(
+            "string",
+            "VM size of the AML compute cluster that builds environment images (scales to zero).",
+            defaultValue="Standard_D2s_v3",
+        ),
+        "availabilityZones": p(
+            "array",
+            "Availability zones of the AKS nodes and the NAT gateway's address; empty in a region without zones.",
+            defaultValue=["1", "2", "3"],
+        ),
+        "keyVaultCreateMode": p(
+            "string",
+            "default, or recover: the deploy command passes recover when this vault is soft-deleted (after "
+            "destroy-cloud; purge protection keeps its name for 90 days).",
+            defaultValue="default",
+            allowedValues=["default", "recover"],
+        ),
         "amlEndpointAuthMode": p(
             "string",
             "Auth mode of the Kubernetes online endpoint: AMLToken (a short-lived token the caller's managed identity "
@@ -210,9 +252,6 @@ def variables() -> Json:
         "apimName": "[format('{0}-apim-{1}', variables('base'), uniqueString(resourceGroup().id))]",
         "apiName": "tickcast",
         "productName": "tickcast",
-        "lakeAccountUrl": (
-            "[format('https://{0}.blob.{1}', variables('lakeAccountName'), environment().suffixes.storage)]"
-        ),
         "kafkaBootstrapServers": f"{HOST_IPS['broker']}:9092",
         "mlflowTrackingUri": f"http://{HOST_IPS['mlflow']}:5000",
         "airflowUrl": f"http://{HOST_IPS['airflow']}:8080",
@@ -234,7 +273,7 @@ def outputs() -> Json:
 
     endpoint = rid("Microsoft.MachineLearningServices/workspaces/onlineEndpoints", *ENDPOINT)
     return {
-        "lakeAccountUrl": o("[variables('lakeAccountUrl')]"),
+        "lakeAccountUrl": o(f"[{LAKE_URL}]"),
         "lakeContainer": o("[variables('lakeContainer')]"),
         "kafkaBootstrapServers": o("[variables('kafkaBootstrapServers')]"),
         "mlflowTrackingUri": o("[variables('mlflowTrackingUri')]"),
@@ -247,7 +286,7 @@ def outputs() -> Json:
         "amlComputeName": o("[variables('amlComputeName')]"),
         "functionAppName": o("[variables('funcName')]"),
         "functionAppUrl": o(
-            f"[format('https://{{0}}', {ref(rid('Microsoft.Web/sites', FUNC), API['web'])}.defaultHostName)]"
+            f"[uri(format('https://{{0}}/', {ref(rid('Microsoft.Web/sites', FUNC), API['web'])}.defaultHostName), '')]"
         ),
         "apimGatewayUrl": o(f"[{ref(rid('Microsoft.ApiManagement/service', APIM), API['apim'])}.gatewayUrl]"),
         "apimServiceName": o("[variables('apimName')]"),
@@ -287,6 +326,14 @@ VNET_T = "Microsoft.Network/virtualNetworks"
 ZONE_T = "Microsoft.Network/privateDnsZones"
 
 
+# The public address API Management's gateway calls its backends from (Developer/Basic/Standard: one address).
+APIM_IP = f"reference({rid('Microsoft.ApiManagement/service', APIM)}, '{API['apim']}').publicIPAddresses[0]"
+
+# The lake's Blob endpoint as Azure reports it ("https://<account>.blob.<storage suffix>/"): no URL is assembled
+# with format() (arm-ttk: URIs Should Be Properly Constructed) or with a hardcoded host name.
+LAKE_URL = f"reference({rid(STORAGE_T, LAKE)}, '{API['storage']}').primaryEndpoints.blob"
+
+
 def uai_id(var: str) -> str:
     return rid(UAI_T, f"variables('{var}')")
 
@@ -316,6 +363,7 @@ def monitoring() -> list[Json]:
             {
                 "Application_Type": "web",
                 "WorkspaceResourceId": f"[{rid('Microsoft.OperationalInsights/workspaces', LAW_NAME)}]",
+                "DisableLocalAuth": True,  # telemetry only with Entra ID, no instrumentation-key ingestion
             },
             kind="web",
             depends=[rid("Microsoft.OperationalInsights/workspaces", LAW_NAME)],
@@ -367,6 +415,23 @@ def nsgs() -> list[Json]:
             }
             for name, priority, port in allowed
         ]
+        # no remote-desktop hop from any subnet (nothing here runs Windows; PSRule: Azure.NSG.LateralTraversal);
+        # every NSG therefore has at least one rule of its own
+        rules.append(
+            {
+                "name": "deny-outbound-rdp",
+                "properties": {
+                    "priority": 4000,
+                    "direction": "Outbound",
+                    "access": "Deny",
+                    "protocol": "Tcp",
+                    "sourceAddressPrefix": "*",
+                    "sourcePortRange": "*",
+                    "destinationAddressPrefix": "VirtualNetwork",
+                    "destinationPortRange": "3389",
+                },
+            }
+        )
         if allowed:  # everything else from the VNets is refused (the default rules would allow it)
             rules.append(
                 {
@@ -410,6 +475,7 @@ def network() -> list[Json]:
         "[variables('natIpName')]",
         {"publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4"},
         sku={"name": "Standard"},
+        zones="[parameters('availabilityZones')]",
         metadata={"comments": "Outbound-only address of the NAT gateway; attached to no host or load balancer."},
     )
     nat = resource(
@@ -442,7 +508,9 @@ def network() -> list[Json]:
             "subnets": [
                 subnet("snet-aks", "10.20.0.0/22", "aks", nat=True),
                 subnet("snet-hosts", "10.20.4.0/24", "hosts", nat=True),
-                subnet("snet-func", "10.20.5.0/24", "func", delegation="Microsoft.App/environments"),
+                # NAT: the Function calls Azure Resource Manager for its AML tokens (all of its outbound traffic goes
+                # through the VNet integration, and no subnet here has default outbound access)
+                subnet("snet-func", "10.20.5.0/24", "func", nat=True, delegation="Microsoft.App/environments"),
                 subnet("snet-ml", "10.20.6.0/24", "ml", nat=True),
             ],
         },
@@ -527,6 +595,21 @@ def private_endpoint(key: str, target_type: str, target: str, group: str, zone_k
 # --- storage, key vault, registry -------------------------------------------------------------------------------------
 
 
+def diagnostic_settings(key: str, scope: str, target_id: str, *, logs: list[Json], metrics: bool = False) -> Json:
+    """Diagnostic settings of the resource at ``scope`` (relative id) into the Log Analytics workspace."""
+    props: Json = {"workspaceId": f"[{LAW_ID}]", "logs": logs}
+    if metrics:
+        props["metrics"] = [{"category": "AllMetrics", "enabled": True}]
+    return resource(
+        "Microsoft.Insights/diagnosticSettings",
+        "diagnostics",
+        f"to-logs-{key}",
+        props,
+        scope=f"[{scope}]",
+        depends=[target_id, LAW_ID],
+    )
+
+
 def storage_account(var: str, purpose: str, **more: Any) -> Json:
     return resource(
         STORAGE_T,
@@ -597,6 +680,7 @@ def data() -> list[Json]:
         container(LAKE, "variables('mlflowContainer')"),
         *private_endpoint("lake-blob", STORAGE_T, LAKE, "blob", ["blob"]),
         storage_account("mlStorageName", "Default storage of the AML workspace (identity-based datastores)."),
+        blob_service(MLST),
         *private_endpoint("ml-blob", STORAGE_T, MLST, "blob", ["blob"]),
         *private_endpoint("ml-file", STORAGE_T, MLST, "file", ["file"]),
         storage_account("funcStorageName", "Functions host storage and the Flex Consumption deployment container."),
@@ -609,6 +693,7 @@ def data() -> list[Json]:
             f"[{KV}]",
             {
                 "tenantId": "[subscription().tenantId]",
+                "createMode": "[parameters('keyVaultCreateMode')]",
                 "sku": {"family": "A", "name": "standard"},
                 "enableRbacAuthorization": True,
                 "enableSoftDelete": True,
@@ -617,6 +702,12 @@ def data() -> list[Json]:
                 "publicNetworkAccess": "Disabled",
                 "networkAcls": {"defaultAction": "Deny", "bypass": "AzureServices"},
             },
+        ),
+        diagnostic_settings(
+            "kv",
+            f"format('Microsoft.KeyVault/vaults/{{0}}', {KV})",
+            rid("Microsoft.KeyVault/vaults", KV),
+            logs=[{"categoryGroup": "audit", "enabled": True}],
         ),
         *private_endpoint("kv", "Microsoft.KeyVault/vaults", KV, "vault", ["vault"]),
         resource(
@@ -629,6 +720,8 @@ def data() -> list[Json]:
                 "publicNetworkAccess": "Disabled",
                 "networkRuleBypassOptions": "AzureServices",
                 "dataEndpointEnabled": False,
+                # no `az acr import/export` out of the private registry (PSRule: Azure.ACR.ExportPolicy)
+                "policies": {"exportPolicy": {"status": "disabled"}},
             },
             sku={"name": "Premium"},  # Premium: private endpoints
             metadata=skip(
@@ -694,6 +787,10 @@ def machine_learning() -> list[Json]:
                     "type": "VirtualMachineScaleSets",
                     "osType": "Linux",
                     "count": "[parameters('aksNodeCount')]",
+                    "enableAutoScaling": True,
+                    "minCount": "[parameters('aksNodeCount')]",
+                    "maxCount": "[parameters('aksNodeMaxCount')]",
+                    "availabilityZones": "[parameters('availabilityZones')]",
                     "vmSize": "[parameters('aksNodeVmSize')]",
                     "osDiskType": "Ephemeral",
                     "osDiskSizeGB": 64,
@@ -719,7 +816,8 @@ def machine_learning() -> list[Json]:
                         "logAnalyticsWorkspaceResourceID": f"[{LAW_ID}]",
                         "useAADAuth": "true",
                     },
-                }
+                },
+                "azurepolicy": {"enabled": True},
             },
             "autoUpgradeProfile": {"upgradeChannel": "stable", "nodeOSUpgradeChannel": "NodeImage"},
         },
@@ -760,6 +858,41 @@ def machine_learning() -> list[Json]:
         scope=f"[format('Microsoft.ContainerService/managedClusters/{{0}}', {AKS})]",
         depends=[aks_id],
     )
+    maintenance = [
+        resource(
+            "Microsoft.ContainerService/managedClusters/maintenanceConfigurations",
+            "aks",
+            f"[format('{{0}}/{name}', {AKS})]",
+            {
+                "maintenanceWindow": {
+                    "schedule": {"weekly": {"dayOfWeek": "Sunday", "intervalWeeks": 1}},
+                    "durationHours": 4,
+                    "startTime": start,
+                    "utcOffset": "+00:00",
+                }
+            },
+            depends=[aks_id],
+        )
+        # Kubernetes upgrades and node-image updates on Sunday mornings (UTC), when no market is open
+        for name, start in (("aksManagedAutoUpgradeSchedule", "02:00"), ("aksManagedNodeOSUpgradeSchedule", "06:00"))
+    ]
+    aks_logs = diagnostic_settings(
+        "aks",
+        f"format('Microsoft.ContainerService/managedClusters/{{0}}', {AKS})",
+        aks_id,
+        logs=[
+            {"category": category, "enabled": True}
+            for category in (
+                "kube-audit-admin",
+                "guard",
+                "cluster-autoscaler",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            )
+        ],
+        metrics=True,
+    )
     kubernetes_compute = resource(
         "Microsoft.MachineLearningServices/workspaces/computes",
         "ml",
@@ -769,7 +902,8 @@ def machine_learning() -> list[Json]:
             "computeLocation": "[parameters('location')]",
             "resourceId": f"[{aks_id}]",
             "description": "AKS cluster of the online endpoint (Azure ML extension, internal load balancer)",
-            "properties": {"namespace": "tickcast", "defaultInstanceType": "defaultinstancetype"},
+            # "default" exists in every cluster: nothing here can create a namespace in a private cluster
+            "properties": {"namespace": "default", "defaultInstanceType": "defaultinstancetype"},
         },
         location="[parameters('location')]",
         depends=[ws_id, f"extensionResourceId({aks_id}, 'Microsoft.KubernetesConfiguration/extensions', 'azureml')"],
@@ -782,8 +916,9 @@ def machine_learning() -> list[Json]:
             "computeType": "AmlCompute",
             "computeLocation": "[parameters('location')]",
             "description": "Builds environment images: the registry has no public access, so ACR Tasks cannot",
+            "disableLocalAuth": True,
             "properties": {
-                "vmSize": "Standard_D2s_v3",
+                "vmSize": "[parameters('vmSizeImageBuild')]",
                 "vmPriority": "Dedicated",
                 "osType": "Linux",
                 "scaleSettings": {"minNodeCount": 0, "maxNodeCount": 1, "nodeIdleTimeBeforeScaleDown": "PT10M"},
@@ -829,7 +964,6 @@ def machine_learning() -> list[Json]:
                         "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action",
                         "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/score/action",
                     ],
-                    "notActions": [],
                 }
             ],
             "assignableScopes": ["[resourceGroup().id]"],
@@ -841,6 +975,8 @@ def machine_learning() -> list[Json]:
             "aml", "Microsoft.MachineLearningServices/workspaces", WS, "amlworkspace", ["amlApi", "amlNotebooks"]
         ),
         aks,
+        *maintenance,
+        aks_logs,
         extension,
         kubernetes_compute,
         image_build,
@@ -883,6 +1019,30 @@ MLFLOW_SERVER = " ".join(
         "--allowed-hosts {0},{0}:5000 --workers 2",
     ]
 )
+
+# The Airflow host's Airflow settings: those of the local stack's airflow service (local/stack.toml) with the host's
+# paths and addresses; a unit test keeps the two in step. New DAGs start unpaused: nothing else would unpause
+# ingest and retrain on the host (the local stack's `unpause_dags` hook does it there). {2} is the MLflow URL,
+# {9} the host's address (ARM format() arguments of custom_data).
+AIRFLOW_HOME = "/var/lib/airflow"
+AIRFLOW_CLOUD_ENV: dict[str, str] = {
+    "AIRFLOW_HOME": AIRFLOW_HOME,
+    "AIRFLOW__CORE__DAGS_FOLDER": "/opt/tickcast/dags",
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__PARALLELISM": "4",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db?timeout=30",
+    "AIRFLOW__API__HOST": "0.0.0.0",  # reachable from the VNets only (NSG hosts: 8080 from VirtualNetwork)
+    "AIRFLOW__API__PORT": "8080",
+    "AIRFLOW__API__BASE_URL": "http://{9}:8080",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+    "MLFLOW_TRACKING_URI": "{2}",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}
 
 CLOUD_INIT = {
     "broker": CLOUD_INIT_COMMON
@@ -934,6 +1094,10 @@ runcmd:
       TICKCAST_AML__WORKSPACE={6}
       TICKCAST_AML__ENDPOINT_NAME={7}
       TICKCAST_AML__COMPUTE={8}
+  - path: /etc/tickcast/airflow.env
+    permissions: "0644"
+    content: |
+AIRFLOW_ENV_LINES
   - path: /etc/systemd/system/tickcast-airflow.service
     permissions: "0644"
     content: |
@@ -943,18 +1107,33 @@ runcmd:
       ConditionPathExists=/opt/tickcast/.venv/bin/airflow
       [Service]
       EnvironmentFile=/etc/tickcast/env
-      Environment=AIRFLOW__CORE__PARALLELISM=4
-      Environment=AIRFLOW__API__BASE_URL=http://{9}:8080
+      EnvironmentFile=/etc/tickcast/airflow.env
       WorkingDirectory=/opt/tickcast
       ExecStart=/opt/tickcast/.venv/bin/airflow standalone
       Restart=always
       [Install]
       WantedBy=multi-user.target
+  - path: /etc/systemd/system/tickcast-producer.service
+    permissions: "0644"
+    content: |
+      [Unit]
+      Description=tickcast producer (chart API to Kafka every minute) once the deploy step installed /opt/tickcast
+      After=network-online.target
+      ConditionPathExists=/opt/tickcast/.venv/bin/tickcast
+      [Service]
+      EnvironmentFile=/etc/tickcast/env
+      WorkingDirectory=/opt/tickcast
+      ExecStart=/opt/tickcast/.venv/bin/tickcast produce
+      Restart=always
+      [Install]
+      WantedBy=multi-user.target
 runcmd:
-  - mkdir -p /opt/tickcast
+  - mkdir -p /opt/tickcast AIRFLOW_HOME_DIR
   - systemctl daemon-reload
-  - systemctl enable tickcast-airflow
-""",
+  - systemctl enable tickcast-airflow tickcast-producer
+""".replace("AIRFLOW_ENV_LINES", "\n".join(f"      {k}={v}" for k, v in AIRFLOW_CLOUD_ENV.items())).replace(
+        "AIRFLOW_HOME_DIR", AIRFLOW_HOME
+    ),
 }
 
 
@@ -976,7 +1155,7 @@ def custom_data(host: str) -> str:
         ]
     else:
         args = [
-            "variables('lakeAccountUrl')",
+            LAKE_URL,
             "variables('kafkaBootstrapServers')",
             "variables('mlflowTrackingUri')",
             f"{ref(uai_id('idAirflowName'), API['msi'])}.clientId",
@@ -1004,6 +1183,7 @@ def hosts() -> list[Json]:
                 "network",
                 f"[{nic}]",
                 {
+                    "enableAcceleratedNetworking": True,  # every host size here (Dsv5) supports it
                     "ipConfigurations": [
                         {
                             "name": "ipconfig1",
@@ -1013,7 +1193,7 @@ def hosts() -> list[Json]:
                                 "subnet": {"id": f"[{subnet_id('vnetComputeName', 'snet-hosts')}]"},
                             },
                         }
-                    ]
+                    ],
                 },
                 depends=[rid(VNET_T, "variables('vnetComputeName')")],
             )
@@ -1034,6 +1214,7 @@ def hosts() -> list[Json]:
             },
             "osDisk": {
                 "createOption": "FromImage",
+                "caching": "ReadWrite",
                 "diskSizeGB": 64,
                 "deleteOption": "Delete",
                 "managedDisk": {"storageAccountType": "Premium_LRS"},
@@ -1044,6 +1225,7 @@ def hosts() -> list[Json]:
                 {
                     "lun": 0,
                     "createOption": "Empty",
+                    "caching": "ReadOnly",  # reads cached, writes go straight to the Premium SSD
                     "diskSizeGB": disk_gb,
                     "deleteOption": "Detach",
                     "managedDisk": {"storageAccountType": "Premium_LRS"},
@@ -1112,7 +1294,7 @@ def function_app() -> list[Json]:
     settings = {
         "AzureWebJobsStorage__accountName": f"[{FNST}]",
         "TICKCAST_PROFILE": "cloud",
-        "TICKCAST_STORAGE__ACCOUNT_URL": "[variables('lakeAccountUrl')]",
+        "TICKCAST_STORAGE__ACCOUNT_URL": f"[{LAKE_URL}]",
         "TICKCAST_STORAGE__LAKE_CONTAINER": "[variables('lakeContainer')]",
         "TICKCAST_SERVING__ENDPOINT_URL": f"[{ref(endpoint_id, API['ml'])}.scoringUri]",
         "TICKCAST_AML__SUBSCRIPTION_ID": "[subscription().subscriptionId]",
@@ -1142,6 +1324,7 @@ def function_app() -> list[Json]:
         {
             "serverFarmId": f"[{plan_id}]",
             "httpsOnly": True,
+            "clientAffinityEnabled": False,  # stateless API: no ARR affinity cookie
             "publicNetworkAccess": "Enabled",
             "virtualNetworkSubnetId": f"[{subnet_id('vnetComputeName', 'snet-func')}]",
             "functionAppConfig": {
@@ -1162,16 +1345,16 @@ def function_app() -> list[Json]:
                 "http20Enabled": True,
                 "remoteDebuggingEnabled": False,
                 "healthCheckPath": "/api/health",
-                "cors": {"allowedOrigins": []},
                 "ipSecurityRestrictionsDefaultAction": "Deny",
                 "ipSecurityRestrictions": [
                     {
-                        "name": "apim-only",
-                        "description": "Only API Management reaches the anonymous HTTP trigger",
+                        # the ApiManagement service tag covers APIM's control plane, not this instance's gateway:
+                        # the gateway calls from its own public address (docs/decisions/0021)
+                        "name": "apim-gateway-only",
+                        "description": "Only this API Management instance's gateway reaches the anonymous HTTP trigger",
                         "action": "Allow",
                         "priority": 100,
-                        "tag": "ServiceTag",
-                        "ipAddress": "ApiManagement",
+                        "ipAddress": f"[concat({APIM_IP}, '/32')]",
                     }
                 ],
                 "appSettings": [{"name": k, "value": v} for k, v in settings.items()],
@@ -1181,7 +1364,7 @@ def function_app() -> list[Json]:
         identity={"type": "SystemAssigned"},
         metadata=skip(
             "CKV_AZURE_222:API Management (not VNet-injected in dev) calls the Function over its public endpoint; "
-            "access restrictions admit only the ApiManagement service tag",
+            "access restrictions admit only that API Management instance's public address",
             "CKV_AZURE_17:callers are authenticated by APIM's subscription key; client certificates would need a "
             "certificate secret in APIM",
             "CKV_AZURE_212:Flex Consumption scales by instances (functionAppConfig.scaleAndConcurrency), not "
@@ -1199,6 +1382,7 @@ def function_app() -> list[Json]:
             ),
             rid(VNET_T, "variables('vnetComputeName')"),
             endpoint_id,
+            rid("Microsoft.ApiManagement/service", APIM),
         ],
     )
     no_basic_auth = [
@@ -1233,6 +1417,8 @@ def api_management() -> list[Json]:
             "publisherEmail": "[parameters('apimPublisherEmail')]",
             "publisherName": "[parameters('apimPublisherName')]",
             "customProperties": tls_off,
+            # control-plane clients older than 2021-08-01 could read secrets through the ARM API
+            "apiVersionConstraint": {"minApiVersion": "2021-08-01"},
         },
         sku={"name": "[parameters('apimSku')]", "capacity": 1},
         identity={"type": "SystemAssigned"},
@@ -1254,7 +1440,7 @@ def api_management() -> list[Json]:
             "description": "Next-minute close predictions (the Function app's FastAPI behind this gateway)",
             "path": "api",
             "protocols": ["https"],
-            "serviceUrl": f"[format('https://{{0}}/api', {func_host})]",
+            "serviceUrl": f"[uri(format('https://{{0}}/', {func_host}), 'api')]",
             "subscriptionRequired": True,
             "subscriptionKeyParameterNames": {"header": "Ocp-Apim-Subscription-Key", "query": "subscription-key"},
             "apiType": "http",
@@ -1364,7 +1550,6 @@ def role_assignments() -> tuple[list[Json], Json]:
     ml_storage = f"format('Microsoft.Storage/storageAccounts/{{0}}', {MLST})"
     func_storage = f"format('Microsoft.Storage/storageAccounts/{{0}}', {FNST})"
     acr = f"format('Microsoft.ContainerRegistry/registries/{{0}}', {ACR})"
-    kv = f"format('Microsoft.KeyVault/vaults/{{0}}', {KV})"
     workspace = f"format('Microsoft.MachineLearningServices/workspaces/{{0}}', {WS})"
     endpoint_path = "'Microsoft.MachineLearningServices/workspaces/{0}/onlineEndpoints/{1}'"
     endpoint = f"format({endpoint_path}, {ENDPOINT[0]}, {ENDPOINT[1]})"
@@ -1392,7 +1577,6 @@ def role_assignments() -> tuple[list[Json], Json]:
         uai("idAksName"),
     )
     func = (principal_of_system("Microsoft.Web/sites", FUNC, api="web"), site_id, site_id)
-    ws = (principal_of_system("Microsoft.MachineLearningServices/workspaces", WS, api="ml"), ws_id, ws_id)
     build = (
         principal_of_system("Microsoft.MachineLearningServices/workspaces/computes", *IMAGE_BUILD, api="ml"),
         image_build_id,
@@ -1419,6 +1603,15 @@ def role_assignments() -> tuple[list[Json], Json]:
             "Airflow identity: the retrain DAG registers models and creates blue/green deployments",
         ),
         (
+            "airflowAmlStorageRoleName",
+            "roleStorageBlobDataContributor",
+            ml_storage,
+            airflow,
+            [rid(STORAGE_T, MLST)],
+            "Airflow identity: azure-ai-ml uploads the scoring code and registers models on the workspace's "
+            "identity-based datastore with the caller's own token",
+        ),
+        (
             "mlflowArtifactsRoleName",
             "roleStorageBlobDataContributor",
             mlflow_container,
@@ -1441,38 +1634,6 @@ def role_assignments() -> tuple[list[Json], Json]:
             func,
             [rid(STORAGE_T, FNST)],
             "Function identity: the Functions host's own storage and the deployment package container",
-        ),
-        (
-            "wsStorageBlobRoleName",
-            "roleStorageBlobDataContributor",
-            ml_storage,
-            ws,
-            [rid(STORAGE_T, MLST)],
-            "AML workspace identity: identity-based system datastores (blob)",
-        ),
-        (
-            "wsStorageFileRoleName",
-            "roleStorageFileDataPrivilegedContributor",
-            ml_storage,
-            ws,
-            [rid(STORAGE_T, MLST)],
-            "AML workspace identity: identity-based system datastores (file share)",
-        ),
-        (
-            "wsAcrRoleName",
-            "roleAcrPush",
-            acr,
-            ws,
-            [rid("Microsoft.ContainerRegistry/registries", ACR)],
-            "AML workspace identity: pushes environment images",
-        ),
-        (
-            "wsKeyVaultRoleName",
-            "roleKeyVaultAdministrator",
-            kv,
-            ws,
-            [rid("Microsoft.KeyVault/vaults", KV)],
-            "AML workspace identity: the workspace's own secrets in its RBAC-mode vault",
         ),
         (
             "imageBuildAcrRoleName",

@@ -132,7 +132,7 @@ TEMPLATE_SCHEMA: dict[str, Any] = {
                 "scope": {"type": "string"},
                 "metadata": {"type": "object"},
                 "comments": {"type": "string"},
-                "zones": {"type": "array"},
+                "zones": {"oneOf": [{"type": "array"}, {"type": "string", "pattern": r"^\[.*\]$"}]},
             },
             "additionalProperties": False,
         }
@@ -510,6 +510,11 @@ def principal_source(template: Mapping[str, Any], principal_id: str) -> str | No
     return None
 
 
+# Azure ML assigns its workspace's system identity the roles it needs on the storage account, key vault and
+# registry itself: the template must not (docs/decisions/0022).
+SELF_ASSIGNING_PREFIX = "system-assigned identity of Microsoft.MachineLearningServices/workspaces "
+
+
 def check_role_assignments(
     template: Mapping[str, Any], broad_scope_allowed: Mapping[str, str] = BROAD_SCOPE_ALLOWED
 ) -> list[str]:
@@ -520,8 +525,14 @@ def check_role_assignments(
     for resource in assignments:
         props = resource.body.get("properties", {})
         principal = str(props.get("principalId", ""))
-        if principal_source(template, principal) is None:
+        source = principal_source(template, principal)
+        if source is None:
             problems.append(f"{resource.label}: principalId {principal!r} is not a managed identity of this template")
+        elif source.startswith(SELF_ASSIGNING_PREFIX):
+            problems.append(
+                f"{resource.label}: the AML workspace grants its own system identity its roles when it is created; "
+                "assigning one again fails the deployment with RoleAssignmentExists"
+            )
         if props.get("principalType") != "ServicePrincipal":
             problems.append(f"{resource.label}: principalType must be ServicePrincipal")
         if not str(props.get("roleDefinitionId", "")).strip():

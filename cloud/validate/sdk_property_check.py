@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+import re
 import sys
 import typing
 from collections.abc import Mapping
@@ -52,6 +53,10 @@ MODELS: dict[str, tuple[str, str]] = {
     "Microsoft.MachineLearningServices/workspaces/computes": (ML, "ComputeResource"),
     "Microsoft.MachineLearningServices/workspaces/onlineEndpoints": (ML, "OnlineEndpoint"),
     "Microsoft.ContainerService/managedClusters": ("azure.mgmt.containerservice.models", "ManagedCluster"),
+    "Microsoft.ContainerService/managedClusters/maintenanceConfigurations": (
+        "azure.mgmt.containerservice.models",
+        "MaintenanceConfiguration",
+    ),
     "Microsoft.KubernetesConfiguration/extensions": ("azure.mgmt.kubernetesconfiguration.models", "Extension"),
     "Microsoft.Compute/virtualMachines": ("azure.mgmt.compute.models", "VirtualMachine"),
     "Microsoft.ManagedIdentity/userAssignedIdentities": ("azure.mgmt.msi.models", "Identity"),
@@ -78,6 +83,8 @@ MODELS: dict[str, tuple[str, str]] = {
 UNMODELLED: dict[str, str] = {
     "Microsoft.ApiManagement/service/products/apis": "a link resource without a body (no properties to check)",
     "Microsoft.Resources/deployments": "nested deployments are walked: their inner resources are checked",
+    "Microsoft.Insights/diagnosticSettings": "azure-mgmt-monitor 7 no longer ships the diagnostic-settings models; "
+    "the two settings use only workspaceId, logs[].category/categoryGroup/enabled and metrics[].category/enabled",
 }
 
 # Keys of a resource that belong to the template language, not to the resource's REST body.
@@ -249,7 +256,53 @@ def check_template(template: Mapping[str, Any], source: str) -> tuple[list[str],
     return problems, checked, unmodelled
 
 
+# --- newest stable API version per resource type (arm-ttk's "apiVersions Should Be Recent" needs the list) ---------
+
+_VERSION_DIR = re.compile(r"^v(\d{4})_(\d{2})_(\d{2})$")
+_DEFAULT_API = re.compile(r'api_version[^=\n]*=\s*kwargs\.pop\(\s*"api_version"\s*,\s*"([^"]+)"')
+# Types whose SDK package exposes no API version of its own (the generic Microsoft.Insights diagnostic settings
+# have no GA version at all; azure-ai-ml's vendored ARM models carry theirs in the operations).
+API_VERSION_UNKNOWN = {"Microsoft.Insights/diagnosticSettings"}
+
+
+def newest_stable(package: str, model: str) -> str | None:
+    """The newest non-preview API version of ``package`` that has ``model``: a multi-API package's newest
+    ``vYYYY_MM_DD`` folder holding the model, else the single API version the package's configuration pins."""
+    module = importlib.import_module(package)
+    root = Path(module.__path__[0])
+    versions = []
+    for child in root.iterdir():
+        match = _VERSION_DIR.match(child.name)
+        if match and (child / "models").exists():
+            try:
+                models = importlib.import_module(f"{package}.{child.name}.models")
+            except ImportError:
+                continue
+            if hasattr(models, model):
+                versions.append("-".join(match.groups()))
+    if versions:
+        return max(versions)
+    for config in sorted(root.rglob("_configuration.py")):
+        found = _DEFAULT_API.search(config.read_text(encoding="utf-8"))
+        if found and "preview" not in found.group(1):
+            return found.group(1)
+    return None
+
+
+def api_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for rtype, (module, model) in sorted(MODELS.items()):
+        package = module.removesuffix(".models")
+        out[rtype] = newest_stable(package, model)
+    for rtype in API_VERSION_UNKNOWN:
+        out[rtype] = None
+    return out
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--api-versions"]:
+        print(json.dumps(api_versions(), indent=2, sort_keys=True))
+        return 0
     problems: list[str] = []
     checked: dict[str, str] = {}
     unmodelled: dict[str, str] = {}

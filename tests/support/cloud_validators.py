@@ -32,6 +32,8 @@ def load_module(name: str, path: Path) -> ModuleType:
 
 
 arm_checks = load_module("arm_checks", VALIDATE / "arm_checks.py")
+armttk_checks = load_module("armttk_checks", VALIDATE / "armttk_checks.py")
+psrule_checks = load_module("psrule_checks", VALIDATE / "psrule_checks.py")
 tool_venv = load_module("tool_venv", VALIDATE / "tool_venv.py")
 build = load_module("tickcast_arm_build", ARM / "build.py")
 

@@ -71,7 +71,7 @@ BREAKAGES: list[tuple[Callable[[Template], None], str]] = [
     (_uai_map_value, ".clientid: unknown property (did you mean 'clientId'?)"),
     (_kubernetes_compute, "properties.properties.nameSpace: unknown property (did you mean 'namespace'?)"),
     (_site_config, "siteConfig.minTLSVersion: unknown property (did you mean 'minTlsVersion'?)"),
-    (_unmapped_type, "Microsoft.Sql/servers x (resources[100]): no SDK model mapped"),
+    (_unmapped_type, "Microsoft.Sql/servers x (resources[102]): no SDK model mapped"),  # appended after the 102
 ]
 
 

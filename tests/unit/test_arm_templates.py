@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.support.cloud_validators import ARM, arm_checks, build
+from tickcast.settings import PROJECT_ROOT
 
 Template = dict[str, Any]
 
@@ -89,7 +90,7 @@ def test_each_check_passes_on_main_json(template: Template, name: str) -> None:
 
 
 def test_the_walk_sees_every_resource(template: Template) -> None:
-    assert len(list(arm_checks.iter_resources(template))) == len(template["resources"]) == 100
+    assert len(list(arm_checks.iter_resources(template))) == len(template["resources"]) == 102
 
 
 # --- facts of the issue -------------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def test_apim_serves_the_api_with_product_keys_and_the_deployed_policy(template:
 
 def test_every_role_assignment_is_listed_with_its_scope(template: Template) -> None:
     assignments = resources_of(template, "Microsoft.Authorization/roleAssignments")
-    assert len(assignments) == 16
+    assert len(assignments) == 13
     for assignment in assignments:
         scope = assignment["scope"]
         assert "resourceGroup().id" not in scope and "subscription()" not in scope
@@ -194,6 +195,16 @@ def _long_storage_name(t: Template) -> None:
 
 def _user_principal(t: Template) -> None:
     find(t, "Microsoft.Authorization/roleAssignments")["properties"]["principalId"] = "[parameters('adminUsername')]"
+
+
+def _workspace_identity(t: Template) -> None:
+    """An assignment to the AML workspace's own system identity, which AML already made."""
+    assignment = copy.deepcopy(find(t, "Microsoft.Authorization/roleAssignments"))
+    assignment["properties"]["principalId"] = (
+        "[reference(resourceId('Microsoft.MachineLearningServices/workspaces', variables('amlWorkspaceName')), "
+        "'2025-12-01', 'Full').identity.principalId]"
+    )
+    t["resources"].append(assignment)
 
 
 def _group_scope(t: Template) -> None:
@@ -250,6 +261,7 @@ BREAKAGES: list[tuple[str, Breakage, str]] = [
     ("names", _long_storage_name, "max 24"),
     ("role_assignments", _user_principal, "is not a managed identity"),
     ("role_assignments", _group_scope, "resource group or subscription"),
+    ("role_assignments", _workspace_identity, "RoleAssignmentExists"),
     ("role_assignments", _unscoped, "resource group or subscription"),
     ("private_endpoints", _no_zone_group, "no privateDnsZoneGroups"),
     ("peerings", _one_way_peering, "has no reverse peering"),
@@ -298,3 +310,75 @@ def test_a_missing_required_parameter_is_caught(template: Template) -> None:
     parameters = json.loads((ARM / "parameters" / "dev.json").read_text())
     del parameters["parameters"]["env"]
     assert any("'env'" in p for p in arm_checks.check_parameters_file(template, parameters))
+
+
+# --- what a real deployment needs to serve (issue: the overlay deploys and serves end to end) ---------------------
+
+
+def test_the_function_admits_only_its_apim_instances_gateway_address(template: Template) -> None:
+    site = one(template, "Microsoft.Web/sites")
+    restrictions = site["properties"]["siteConfig"]["ipSecurityRestrictions"]
+    assert site["properties"]["siteConfig"]["ipSecurityRestrictionsDefaultAction"] == "Deny"
+    assert [r.get("tag") for r in restrictions] == [None]  # no service tag: ApiManagement is APIM's control plane
+    (rule,) = restrictions
+    assert rule["action"] == "Allow"
+    assert "Microsoft.ApiManagement/service" in rule["ipAddress"] and ".publicIPAddresses[0]" in rule["ipAddress"]
+    assert any("Microsoft.ApiManagement/service'" in d for d in site["dependsOn"])
+
+
+def test_the_function_subnet_has_egress_for_the_aml_token_api(template: Template) -> None:
+    vnet = one(template, "Microsoft.Network/virtualNetworks", "vnetComputeName")
+    subnets = {s["name"]: s["properties"] for s in vnet["properties"]["subnets"]}
+    assert "natGateways" in subnets["snet-func"]["natGateway"]["id"]
+    assert subnets["snet-func"]["defaultOutboundAccess"] is False
+
+
+def test_the_kubernetes_compute_uses_a_namespace_every_cluster_has(template: Template) -> None:
+    compute = one(template, "Microsoft.MachineLearningServices/workspaces/computes", "amlComputeName")
+    assert compute["properties"]["properties"]["namespace"] == "default"
+
+
+def test_the_endpoint_takes_aml_tokens_and_the_function_may_get_them(template: Template) -> None:
+    endpoint = one(template, "Microsoft.MachineLearningServices/workspaces/onlineEndpoints")
+    assert endpoint["properties"]["authMode"] == "[parameters('amlEndpointAuthMode')]"
+    assert template["parameters"]["amlEndpointAuthMode"]["defaultValue"] == "AMLToken"
+    assert "AADToken" not in template["parameters"]["amlEndpointAuthMode"]["allowedValues"]
+    role = one(template, "Microsoft.Authorization/roleDefinitions")
+    assert (
+        "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action"
+        in role["properties"]["permissions"][0]["actions"]
+    )
+
+
+def test_the_airflow_identity_may_upload_to_the_workspace_storage(template: Template) -> None:
+    assignments = resources_of(template, "Microsoft.Authorization/roleAssignments")
+    airflow_on_ml_storage = [
+        a
+        for a in assignments
+        if "idAirflowName" in a["properties"]["principalId"]
+        and "mlStorageName" in a["scope"]
+        and "roleStorageBlobDataContributor" in a["properties"]["roleDefinitionId"]
+    ]
+    assert len(airflow_on_ml_storage) == 1
+
+
+def test_the_airflow_host_runs_airflow_like_the_local_stack_and_the_producer() -> None:
+    import tomllib
+
+    local = tomllib.loads((PROJECT_ROOT / "local" / "stack.toml").read_text())["services"]["airflow"]["env"]
+    cloud = build.AIRFLOW_CLOUD_ENV
+    # what only the laptop needs: every user an admin without a login (the host's API is reachable in the VNet)
+    local_only = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"}
+    assert set(local) - local_only <= set(cloud), set(local) - local_only - set(cloud)
+    assert (
+        cloud["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/tickcast/dags" and (PROJECT_ROOT / "dags" / "ingest.py").is_file()
+    )
+    assert cloud["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert cloud["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert cloud["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "False"  # nothing on the host unpauses them
+    init = build.CLOUD_INIT["airflow"]
+    for key, value in cloud.items():
+        assert f"{key}={value}" in init
+    assert "EnvironmentFile=/etc/tickcast/airflow.env" in init
+    assert "ExecStart=/opt/tickcast/.venv/bin/tickcast produce" in init  # the producer feeds Kafka
+    assert "systemctl enable tickcast-airflow tickcast-producer" in init

@@ -139,7 +139,7 @@ def test_the_validate_stage_runs_every_check(pipeline: dict[str, Any]) -> None:
         "check-jsonschema --builtin-schema vendor.azure-pipelines",
         "--framework arm",
         "Test-AzTemplate",
-        "Assert-PSRule -Module PSRule.Rules.Azure",
+        "Assert-PSRule -Option ps-rule.yaml -Module PSRule.Rules.Azure -Baseline",
         "./just deploy-cloud --what-if",
     ):
         assert needle in text, needle
