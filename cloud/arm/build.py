@@ -1301,6 +1301,8 @@ def function_app() -> list[Json]:
         "TICKCAST_AML__RESOURCE_GROUP": "[resourceGroup().name]",
         "TICKCAST_AML__WORKSPACE": "[variables('amlWorkspaceName')]",
         "TICKCAST_AML__ENDPOINT_NAME": "[variables('amlEndpointName')]",
+        # where the Function gets the endpoint's AML tokens (this cloud's Azure Resource Manager)
+        "TICKCAST_AML__MANAGEMENT_URL": "[environment().resourceManager]",
         "TICKCAST_SYMBOLS": "[string(parameters('symbols'))]",
         "TICKCAST_KAFKA__BOOTSTRAP_SERVERS": "[variables('kafkaBootstrapServers')]",
         "TICKCAST_MLFLOW__TRACKING_URI": "[variables('mlflowTrackingUri')]",

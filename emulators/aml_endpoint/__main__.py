@@ -1,4 +1,5 @@
-"""``python -m emulators.aml_endpoint [--host H] [--port P] [--state-dir DIR]``: serve the stand-in with uvicorn.
+"""``python -m emulators.aml_endpoint [--host H] [--port P] [--state-dir DIR] [--kind K] [--auth-mode M]``: serve the
+stand-in with uvicorn.
 
 Defaults: ``stack.host``, ``stack.endpoint_port`` and ``<stack.home>/data/endpoint`` from
 :func:`tickcast.settings.get_settings`; the key and the request timeout come from ``TICKCAST_SERVING__*``,
@@ -33,9 +34,23 @@ def main(argv: list[str] | None = None) -> None:
         default="aml",
         help="non-200 answers of score.py: 424 + ms-azureml-model-error-statuscode like AML (default), or as is",
     )
+    parser.add_argument(
+        "--kind",
+        choices=["managed", "kubernetes"],
+        default="managed",
+        help="kubernetes: refuse Microsoft Entra ID tokens, as AML's Kubernetes endpoints do (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--auth-mode",
+        choices=["key", "aml_token"],
+        default="key",
+        help="/score takes the endpoint key, or AML tokens from the ARM-shaped token API (default: %(default)s)",
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default: %(default)s)")
     args = parser.parse_args(argv)
-    app = create_app(settings, state_dir=args.state_dir, model_errors=args.model_errors)
+    app = create_app(
+        settings, state_dir=args.state_dir, model_errors=args.model_errors, kind=args.kind, auth_mode=args.auth_mode
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 

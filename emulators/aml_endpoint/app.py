@@ -37,9 +37,9 @@ Deployments, the state file and restarts: :mod:`emulators.aml_endpoint.deploymen
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -51,6 +51,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from emulators.aml_endpoint.auth import DEFAULT_TOKEN_LIFETIME_S, ISSUER_ROUTE, AuthMode, Authority, Kind
 from emulators.aml_endpoint.deployments import SCORE_SCRIPT, Deployments, EndpointError, ModelLoader
 from tickcast.scoring.contract import DEPLOYMENT_HEADER, MODEL_ERROR_REASON_HEADER, MODEL_ERROR_STATUS_HEADER
 from tickcast.settings import Settings, get_settings
@@ -61,6 +62,7 @@ ModelErrors = Literal["aml", "passthrough"]
 UNEXPECTED_SCORING_ERROR = "An unexpected error occurred in scoring script. Check the logs for more info."
 UNEXPECTED_INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
 SCORE_THREADS = 8
+KEY_REFUSED = "missing or invalid key: send Authorization: Bearer <endpoint key> (TICKCAST_SERVING__ENDPOINT_KEY)"
 
 
 def default_state_dir(settings: Settings) -> Path:
@@ -139,10 +141,16 @@ def create_app(
     score_script: Path | None = None,
     seed: int | None = None,
     model_errors: ModelErrors = "aml",
+    kind: Kind = "managed",
+    auth_mode: AuthMode = "key",
+    token_lifetime_s: int = DEFAULT_TOKEN_LIFETIME_S,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The stand-in. ``model_loader(version) -> folder`` replaces the MLflow download (tests);
     ``score_script`` replaces ``src/tickcast/scoring/score.py`` (AML's ``scoring_script``); ``seed`` makes the
-    weighted routing reproducible; ``model_errors`` chooses how score.py's non-200 answers reach the caller.
+    weighted routing reproducible; ``model_errors`` chooses how score.py's non-200 answers reach the caller;
+    ``kind``/``auth_mode``/``token_lifetime_s``/``clock``: who may score (:mod:`emulators.aml_endpoint.auth`,
+    ``app.state.authority`` counts the tokens issued and the Entra ID tokens refused).
     """
     cfg = settings or get_settings()
     if cfg.serving.endpoint_key is None or not cfg.serving.endpoint_key.get_secret_value():
@@ -168,31 +176,49 @@ def create_app(
 
     app = FastAPI(title="tickcast AML online endpoint stand-in", version="1", lifespan=lifespan)
     app.state.deployments = deployments
+    aml = cfg.aml
+    authority = Authority(
+        key,
+        auth_mode=auth_mode,
+        kind=kind,
+        coordinates={
+            "subscription": aml.subscription_id,
+            "resource_group": aml.resource_group,
+            "workspace": aml.workspace,
+            "endpoint": aml.endpoint_name if aml.subscription_id else None,
+        },
+        token_lifetime_s=token_lifetime_s,
+        clock=clock,
+    )
+    app.state.authority = authority
+    unauthorized = {"WWW-Authenticate": "Bearer"}
 
-    def authorised(header: str) -> bool:
-        scheme, _, token = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key)
-
-    def refusal(path: str) -> Response:
-        message = "missing or invalid key: send Authorization: Bearer <endpoint key> (TICKCAST_SERVING__ENDPOINT_KEY)"
-        headers = {"WWW-Authenticate": "Bearer"}
+    def refusal(path: str, message: str) -> Response:
         if path == "/score":
-            return JSONResponse({"message": message}, status_code=401, headers=headers)
+            return JSONResponse({"message": message}, status_code=401, headers=unauthorized)
         response = _arm_error(401, "Unauthorized", message)
-        response.headers.update(headers)
+        response.headers.update(unauthorized)
         return response
 
-    async def require_key(scope: Scope, receive: Receive, send: Send, inner: ASGIApp) -> None:
-        """Every path but ``GET /`` needs the key. A plain ASGI wrapper: per request it costs a header lookup,
-        where FastAPI's ``@app.middleware("http")`` costs a task and a streamed copy of the response."""
-        if scope["type"] == "http" and scope["path"] != "/":
+    async def require_credential(scope: Scope, receive: Receive, send: Send, inner: ASGIApp) -> None:
+        """``GET /`` is open, the token API checks its own ARM token, ``/score`` takes what ``auth_mode`` says,
+        everything else the key. A plain ASGI wrapper: per request it costs a header lookup, where FastAPI's
+        ``@app.middleware("http")`` costs a task and a streamed copy of the response."""
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path != "/" and not path.startswith("/subscriptions/"):
             header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
-            if not authorised(header):
-                await refusal(scope["path"])(scope, receive, send)
+            if path == "/score":
+                verdict = authority.score(header)
+                if not verdict.ok:
+                    await refusal(path, verdict.message)(scope, receive, send)
+                    return
+            elif not authority.management(header):
+                message = KEY_REFUSED
+                await refusal(path, message)(scope, receive, send)
                 return
         await inner(scope, receive, send)
 
-    app.add_middleware(_Guard, check=require_key)
+    app.add_middleware(_Guard, check=require_credential)
 
     @app.exception_handler(EndpointError)
     async def endpoint_error(_: Request, err: EndpointError) -> JSONResponse:
@@ -201,6 +227,20 @@ def create_app(
     @app.get("/", response_class=PlainTextResponse)
     def liveness() -> str:
         return "Healthy"
+
+    @app.post(ISSUER_ROUTE)
+    def token(request: Request, subscription: str, resource_group: str, workspace: str, endpoint: str) -> JSONResponse:
+        """Azure Resource Manager's ``onlineEndpoints/{name}/token`` (the caller's Entra ID token for ARM)."""
+        coordinates = {
+            "subscription": subscription,
+            "resource_group": resource_group,
+            "workspace": workspace,
+            "endpoint": endpoint,
+        }
+        verdict, body = authority.issue(request.headers.get("authorization", ""), coordinates)
+        if not verdict.ok or body is None:
+            return _arm_error(verdict.status, verdict.code, verdict.message)
+        return JSONResponse(body)
 
     @app.post("/score")
     async def score(request: Request) -> Response:

@@ -221,8 +221,8 @@ class ServingSettings(BaseModel):
     )
     endpoint_key: SecretStr | None = Field(
         SecretStr("local-endpoint-key"),
-        description="endpoint key (local stand-in only; refused in cloud, where the Function authenticates with "
-        "its managed identity)",
+        description="endpoint key (local stand-in only; refused in cloud, where the Function sends an AML token "
+        "its managed identity gets from Azure Resource Manager)",
     )
     request_timeout_ms: int = Field(5000, ge=100, description="scoring request timeout (AML's default is 5000)")
     min_bars: int = Field(0, ge=0, description="bars a caller must send at least (0 = what the model's window needs)")
@@ -283,6 +283,11 @@ class AmlSettings(BaseModel):
     )
     compute: str = Field(
         "tickcast-aks", min_length=2, description="AKS compute attached to the workspace (ARM output amlComputeName)"
+    )
+    management_url: str = Field(
+        "https://management.azure.com",
+        description="Azure Resource Manager of this cloud, whose token API issues the endpoint's AML tokens "
+        "(the Function app setting comes from environment().resourceManager)",
     )
     instance_type: str = Field(
         "defaultinstancetype", min_length=1, description="instance type of the Kubernetes compute for a deployment"
@@ -366,6 +371,9 @@ class Settings(BaseSettings):
         """Profile cloud: what EVERY component needs (the lake), and no key, SAS or connection string anywhere."""
         problems: list[str] = []
         if self.profile == "cloud":
+            management = self.aml.management_url
+            if not (management.startswith("https://") or _is_loopback_http(management)):
+                problems.append(f"{env_name('aml', 'management_url')} must be an https:// URL in profile cloud")
             if not self.storage.account_url:
                 problems.append(_missing(("storage", "account_url"), "is required when TICKCAST_PROFILE=cloud"))
             elif not self.storage.account_url.startswith("https://"):
@@ -377,7 +385,8 @@ class Settings(BaseSettings):
                 ),
                 ("serving", "endpoint_key"): (
                     "endpoint_key" in self.serving.model_fields_set and self.serving.endpoint_key is not None,
-                    "the endpoint is called with an Entra ID token of the managed identity",
+                    "the endpoint is called with an AML token that the managed identity gets from Azure Resource "
+                    "Manager (docs/decisions/0020)",
                 ),
                 ("gateway", "subscription_keys"): (
                     "subscription_keys" in self.gateway.model_fields_set and bool(self.gateway.subscription_keys),
@@ -470,6 +479,11 @@ class Settings(BaseSettings):
         return f"http://{self.stack.host}:{self.stack.endpoint_port}"
 
     @property
+    def aml_management_url(self) -> str:
+        """Azure Resource Manager's base URL (no trailing slash): where the endpoint's AML tokens come from."""
+        return self.aml.management_url.rstrip("/")
+
+    @property
     def function_url(self) -> str:
         return f"http://{self.stack.host}:{self.stack.function_port}"
 
@@ -523,6 +537,15 @@ class Settings(BaseSettings):
 
 
 _DICT_FIELDS = {"phi"}  # dict-valued settings travel as one JSON variable
+
+
+def _is_loopback_http(url: str) -> bool:
+    """``http://127.0.0.1:...`` / ``http://localhost:...``: a local stand-in of a cloud service (tests)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+
 
 # ARM output of cloud/arm/main.json -> the setting it configures. THE one table: `tickcast deploy-cloud` writes
 # these to .tickcast/cloud/<env>.env, require() names the output to copy, docs/cloud.md lists them.

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from azure.core.credentials import AccessToken, TokenCredential
 
@@ -359,18 +360,29 @@ def test_cloud_builds_every_client_with_the_token_credential(cloud: Settings, fo
     assert forbidden == []
 
 
-def test_the_function_app_calls_the_endpoint_with_a_token(
+def test_the_function_app_calls_the_endpoint_with_an_aml_token(
     cloud: Settings, forbidden: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The managed identity's token goes to Azure Resource Manager only; the endpoint gets the AML token."""
     from tickcast.api.app import create_app
 
     recording = RecordingCredential()
     monkeypatch.setattr(factories, "credential", lambda settings=None: recording)
-    app = create_app(cloud)  # what cloud/function/function_app.py builds, with the same settings
+    arm: list[httpx.Request] = []
+
+    def token_api(request: httpx.Request) -> httpx.Response:
+        arm.append(request)
+        return httpx.Response(200, json={"accessToken": "aml-token", "expiryTimeUtc": 2**31, "tokenType": "Bearer"})
+
+    # what cloud/function/function_app.py builds, with the same settings (the ARM call replaced)
+    app = create_app(cloud, token_transport=httpx.MockTransport(token_api))
     assert app.state.endpoint.problem is None
     header = asyncio.run(app.state.endpoint.auth.aheader("score"))
-    assert header == "Bearer token-from-the-managed-identity"
-    assert recording.scopes == [("https://ml.azure.com/.default",)]
+    assert header == "Bearer aml-token"
+    assert recording.scopes == [("https://management.azure.com/.default",)]
+    (call,) = arm
+    assert call.headers["authorization"] == "Bearer token-from-the-managed-identity"
+    assert str(call.url).startswith("https://management.azure.com/subscriptions/0000-sub/resourceGroups/tickcast-dev/")
     assert forbidden == []
 
 

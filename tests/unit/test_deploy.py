@@ -3,7 +3,7 @@ deployer's azure-ai-ml objects (built offline) and its calls against a recorded 
 
 The stand-in (``emulators.aml_endpoint.app.create_app``) runs in a uvicorn server on a free loopback port in a
 thread, so :class:`EndpointClient` talks real HTTP with real timeouts. Its ``model_loader`` hands out tiny
-handmade ONNX models (``tests.unit.test_score.write_model``) instead of MLflow downloads; the scoring script is
+handmade ONNX models (``tests.support.models.write_model``) instead of MLflow downloads; the scoring script is
 :data:`CHAOS_SCORE` — it delegates to the real ``src/tickcast/scoring/score.py`` and misbehaves only for
 model folders that carry a ``mode.txt`` (``nan``: a NaN close; ``slow``: sleeps past the request timeout).
 
@@ -490,23 +490,78 @@ def test_the_client_reports_the_servers_reasons(client: EndpointClient, endpoint
     assert 0 < answer.elapsed_s < 5, answer.elapsed_s  # measured (not a default 0), and on loopback well under 5 s
 
 
-def test_the_client_uses_an_entra_token_when_there_is_no_key() -> None:
+def test_the_client_sends_an_aml_token_never_an_entra_token_when_there_is_no_key() -> None:
     seen: list[str] = []
+    arm: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def endpoint(request: httpx.Request) -> httpx.Response:
         seen.append(request.headers.get("authorization", ""))
         return httpx.Response(200, json={"blue": 100})
 
+    def token_api(request: httpx.Request) -> httpx.Response:
+        arm.append(request.headers.get("authorization", ""))
+        expires = int(time.time()) + 3600
+        return httpx.Response(200, json={"accessToken": f"aml-{len(arm)}", "expiryTimeUtc": expires})
+
     class Credential:
         def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-            assert scopes == ("https://ml.azure.com/.default",)
-            return SimpleNamespace(token="entra-token", expires_on=time.time() + 3600)
+            assert scopes == ("https://management.azure.com/.default",)
+            return SimpleNamespace(token="entra-for-arm", expires_on=time.time() + 3600)
 
-    cfg = load_settings(_env_file=None, serving={"endpoint_key": "", "endpoint_url": "https://x.example/score"})
-    with EndpointClient(cfg, token_credential=Credential(), transport=httpx.MockTransport(handler)) as c:
+    cfg = load_settings(
+        _env_file=None,
+        serving={"endpoint_key": "", "endpoint_url": "https://x.example/score"},
+        aml={"subscription_id": "s", "resource_group": "g", "workspace": "w", "endpoint_name": "tickcast"},
+    )
+    with EndpointClient(
+        cfg,
+        token_credential=Credential(),
+        transport=httpx.MockTransport(endpoint),
+        token_transport=httpx.MockTransport(token_api),
+    ) as c:
         assert c.base_url == "https://x.example"
         assert c.traffic() == {"blue": 100}
-    assert seen == ["Bearer entra-token"]
+        assert c.traffic() == {"blue": 100}
+    assert seen == ["Bearer aml-1", "Bearer aml-1"]  # the AML token, reused; the Entra token went to ARM only
+    assert arm == ["Bearer entra-for-arm"]
+
+
+def test_the_sync_client_replaces_a_refused_aml_token_once() -> None:
+    seen: list[str] = []
+    issued: list[str] = []
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization", ""))
+        if seen[-1] == "Bearer aml-1":  # e.g. the endpoint was recreated: its old tokens mean nothing
+            return httpx.Response(401, json={"message": "invalid token"})
+        return httpx.Response(200, json={"blue": 100})
+
+    def token_api(request: httpx.Request) -> httpx.Response:
+        issued.append(f"aml-{len(issued) + 1}")
+        return httpx.Response(200, json={"accessToken": issued[-1], "expiryTimeUtc": int(time.time()) + 3600})
+
+    class Credential:
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            return SimpleNamespace(token="entra-for-arm", expires_on=time.time() + 3600)
+
+    cfg = load_settings(
+        _env_file=None,
+        profile="cloud",
+        storage={"account_url": "https://lake.blob.core.windows.net"},
+        kafka={"bootstrap_servers": "broker:9093"},
+        mlflow={"tracking_uri": "https://mlflow.example"},
+        serving={"endpoint_url": "https://x.example/score", "endpoint_key": None},
+        aml={"subscription_id": "s", "resource_group": "g", "workspace": "w", "endpoint_name": "tickcast"},
+    )
+    with EndpointClient(
+        cfg,
+        token_credential=Credential(),
+        transport=httpx.MockTransport(endpoint),
+        token_transport=httpx.MockTransport(token_api),
+    ) as c:
+        assert c.traffic() == {"blue": 100}
+        assert c.traffic() == {"blue": 100}
+    assert seen == ["Bearer aml-1", "Bearer aml-2", "Bearer aml-2"]  # refused once, replaced, then reused
 
 
 # --- smoke bars from the lake -----------------------------------------------------------------------------
@@ -558,14 +613,14 @@ def test_lake_smoke_bars_take_the_newest_session_with_enough_bars() -> None:
 # --- the cloud: azure-ai-ml objects built offline ---------------------------------------------------------
 
 
-def test_the_endpoint_is_kubernetes_on_the_aks_compute_with_entra_auth() -> None:
+def test_the_endpoint_is_kubernetes_on_the_aks_compute_with_aml_token_auth() -> None:
     endpoint = build_endpoint("tickcast", "tickcast-aks", traffic={"blue": 100, "green": 0})
     assert isinstance(endpoint, KubernetesOnlineEndpoint)
-    assert endpoint.compute == "tickcast-aks" and endpoint.auth_mode == "aad_token"
+    assert endpoint.compute == "tickcast-aks" and endpoint.auth_mode == "aml_token"
     assert endpoint.traffic == {"blue": 100, "green": 0}
     rest = endpoint._to_rest_online_endpoint("westeurope").as_dict()
     props = rest["properties"]
-    assert props["authMode"] == "AADToken" and props["compute"] == "tickcast-aks"
+    assert props["authMode"] == "AMLToken" and props["compute"] == "tickcast-aks"  # Kubernetes: key or AMLToken
     assert props["traffic"] == {"blue": 100, "green": 0}
     assert rest["identity"]["type"] == "SystemAssigned"  # pulls the image and the model with its own identity
     with pytest.raises(ValueError, match="sum to 90"):
@@ -624,7 +679,7 @@ def test_traffic_update_changes_only_the_traffic_of_a_copy() -> None:
     assert endpoint.traffic == {"blue": 100} and updated.traffic == {"blue": 0, "green": 100}
     rest = updated._to_rest_online_endpoint("westeurope").as_dict()
     assert rest["properties"]["traffic"] == {"blue": 0, "green": 100} and rest["tags"] == {"owner": "ml"}
-    assert rest["properties"]["compute"] == "aks" and rest["properties"]["authMode"] == "AADToken"
+    assert rest["properties"]["compute"] == "aks" and rest["properties"]["authMode"] == "AMLToken"
     for bad in ({"blue": 50}, {"blue": 50.0, "green": 50.0}, {"blue": True}):
         with pytest.raises(ValueError):
             traffic_update(endpoint, bad)  # type: ignore[arg-type]
@@ -678,6 +733,20 @@ class FakeAzureMLControlPlane:
         self.online_deployments = SimpleNamespace(
             list=self._list_deployments, begin_create_or_update=self._put_deployment
         )
+        self.registered: dict[str, dict[str, bytes]] = {}  # "azureml:name:version" -> the uploaded files
+        self.models = SimpleNamespace(get=self._get_model, create_or_update=self._put_model)
+
+    def _get_model(self, *, name: str, version: str) -> Any:
+        self.calls.append(("models.get", f"{name}:{version}"))
+        if f"azureml:{name}:{version}" not in self.registered:
+            raise ResourceNotFoundError(f"model {name}:{version} not found")
+        return SimpleNamespace(name=name, version=version)
+
+    def _put_model(self, model: Any) -> Any:
+        files = {p.name: p.read_bytes() for p in Path(model.path).iterdir()}  # uploaded now: the folder goes away
+        self.calls.append(("models.create_or_update", f"{model.name}:{model.version}"))
+        self.registered[f"azureml:{model.name}:{model.version}"] = files
+        return model
 
     def _get_endpoint(self, name: str) -> KubernetesOnlineEndpoint:
         self.calls.append(("endpoints.get", name))
@@ -698,6 +767,8 @@ class FakeAzureMLControlPlane:
 
     def _put_deployment(self, deployment: KubernetesOnlineDeployment) -> _Poller:
         self.calls.append(("deployments.begin_create_or_update", deployment))
+        if str(deployment.model) not in self.registered:  # AML refuses a deployment of an unknown model
+            return _Poller(error=HttpResponseError(message=f"ResourceNotFound: model {deployment.model} not found"))
         if self._version(deployment) in self.failing_versions:
             return _Poller(error=HttpResponseError(message="DeploymentFailed: container crashed in init()"))
         self.deployments[str(deployment.name)] = deployment
@@ -729,7 +800,18 @@ class FakeAzureMLControlPlane:
         )
 
     def names(self) -> list[str]:
-        return [name for name, _ in self.calls if name != "endpoints.get" and name != "deployments.list"]
+        reads = ("endpoints.get", "deployments.list", "models.get")
+        return [name for name, _ in self.calls if name not in reads]
+
+
+def mlflow_model_files(version: str, dest: Path) -> Path:
+    """What Registry.download gives for a version: its model/ folder, Keras model included."""
+    folder = dest / "model"
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(f"onnx v{version}".encode())
+    (folder / "preprocessing.json").write_text(json.dumps({"version": version}))
+    (folder / "model.keras").write_bytes(b"x" * 1000)
+    return folder
 
 
 @pytest.fixture
@@ -749,17 +831,29 @@ def test_the_cloud_deployer_runs_the_same_steps_through_azure_ai_ml(
     cloud_settings: Settings, registry: RecordingRegistry
 ) -> None:
     fake = FakeAzureMLControlPlane()
-    deployer = AzureMLDeployer(cloud_settings, fake, compute="aks-tickcast", registry=registry, smoke_bars=SMOKE)
+    deployer = AzureMLDeployer(
+        cloud_settings,
+        fake,
+        compute="aks-tickcast",
+        registry=registry,
+        smoke_bars=SMOKE,
+        model_files=mlflow_model_files,
+    )
     report = deployer.deploy("1")
     assert report.ok and report.colour == "blue" and report.target == "azureml"
     assert fake.names() == [
+        "models.create_or_update",  # MLflow's version 1 registered in the workspace BEFORE a deployment names it
         "endpoints.begin_create_or_update",  # the endpoint did not exist: created with no traffic
         "deployments.begin_create_or_update",
         "endpoints.invoke",
         "endpoints.begin_create_or_update",  # traffic
     ]
+    assert fake.registered["azureml:tickcast-lstm-attention:1"] == {
+        "model.onnx": b"onnx v1",
+        "preprocessing.json": b'{"version": "1"}',
+    }  # the serving files only: no Keras model in a TensorFlow-free image
     created = fake.calls[[n for n, _ in fake.calls].index("endpoints.begin_create_or_update")][1]
-    assert created.compute == "aks-tickcast" and created.auth_mode == "aad_token" and created.traffic == {}
+    assert created.compute == "aks-tickcast" and created.auth_mode == "aml_token" and created.traffic == {}
     blue = fake.deployments["blue"]
     assert blue.model == "azureml:tickcast-lstm-attention:1" and blue.instance_type == "defaultinstancetype"
     assert blue.request_settings is not None and blue.request_settings.request_timeout_ms == 5000
@@ -776,15 +870,45 @@ def test_the_cloud_deployer_runs_the_same_steps_through_azure_ai_ml(
     rollback = deployer.rollback()
     assert rollback.ok and rollback.colour == "blue"
     assert "deployments.begin_create_or_update" not in [n for n, _ in fake.calls[calls:]]  # blue reused
+    assert "models.create_or_update" not in [n for n, _ in fake.calls[calls:]]
     assert fake.endpoint.traffic == {"blue": 100, "green": 0}
     assert registry.aliases == {"production": "1", "previous": "2"}
+
+
+def test_a_deployment_of_an_unregistered_model_fails_and_registration_happens_once(
+    cloud_settings: Settings, registry: RecordingRegistry
+) -> None:
+    """The fake control plane refuses what AML refuses; the deployer registers a version once, then reuses it."""
+    fake = FakeAzureMLControlPlane()
+    env = build_environment()
+    unregistered = build_deployment("tickcast-it", "blue", "9", model_name="m", environment=env, instance_type="t")
+    with pytest.raises(HttpResponseError, match="ResourceNotFound: model azureml:m:9"):
+        fake.online_deployments.begin_create_or_update(unregistered).result()
+    deployer = AzureMLDeployer(
+        cloud_settings, fake, registry=registry, smoke_bars=SMOKE, model_files=mlflow_model_files
+    )
+    assert deployer._ensure_model("3").startswith("registered MLflow version 3")
+    assert deployer._ensure_model("3") == "workspace model tickcast-lstm-attention:3 already registered"
+    assert [n for n, _ in fake.calls].count("models.create_or_update") == 1
+
+    def no_onnx(version: str, dest: Path) -> Path:
+        (dest / "model").mkdir(parents=True)
+        return dest / "model"
+
+    broken = AzureMLDeployer(cloud_settings, fake, registry=registry, smoke_bars=SMOKE, model_files=no_onnx)
+    with pytest.raises(DeployError) as info:
+        broken.deploy("4")
+    assert info.value.report.failed_step == "create" and "has no model.onnx, preprocessing.json" in str(info.value)
+    assert "azureml:tickcast-lstm-attention:4" not in fake.registered
 
 
 def test_cloud_failures_leave_the_live_colour_and_the_aliases(
     cloud_settings: Settings, registry: RecordingRegistry
 ) -> None:
     fake = FakeAzureMLControlPlane()
-    deployer = AzureMLDeployer(cloud_settings, fake, registry=registry, smoke_bars=SMOKE)
+    deployer = AzureMLDeployer(
+        cloud_settings, fake, registry=registry, smoke_bars=SMOKE, model_files=mlflow_model_files
+    )
     deployer.deploy("1")
     fake.failing_versions.add("4")
     fake.model_errors.add("5")

@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -50,7 +49,6 @@ from tests.support.public_api import (
 from tickcast.api import app as api_module
 from tickcast.api.app import create_app
 from tickcast.api.client import GatewayError, predict, smoke
-from tickcast.endpoint.auth import TokenCache
 from tickcast.lake.store import Lake
 from tickcast.scoring.contract import PredictResponse
 from tickcast.settings import PROJECT_ROOT, load_settings
@@ -264,12 +262,12 @@ def test_min_bars_setting_refuses_short_requests_without_calling_the_endpoint(
             ),
             "not serving",
         ),
-        (failing(answer=httpx.Response(404, json={"message": "No valid deployments to route to."})), "not serving"),
+        (failing(answer=httpx.Response(404, json={"message": "Not Found"})), "not serving"),
         (failing(answer=httpx.Response(408, json={"message": "Request timed out"})), "too slow"),
         (failing(answer=httpx.Response(502, text="<html>bad gateway</html>")), "not serving"),
         (failing(answer=httpx.Response(200, json={"not": "a prediction"})), "not a prediction"),
     ],
-    ids=["connect-error", "timeout", "model-not-loaded", "no-deployment", "408", "502-html", "bad-200"],
+    ids=["connect-error", "timeout", "model-not-loaded", "other-404", "408", "502-html", "bad-200"],
 )
 def test_endpoint_trouble_is_a_503_with_retry_after(
     make_api: Callable[..., TestClient], transport: httpx.MockTransport, fragment: str
@@ -282,6 +280,21 @@ def test_endpoint_trouble_is_a_503_with_retry_after(
         assert_error(r, 503, "endpoint_unavailable", fragment)
         assert r.headers["retry-after"] == "5"
         assert "endpoint:" not in r.text and "http://" not in r.text  # no internal address leaks
+
+
+def test_an_endpoint_without_a_deployment_is_no_model_yet(make_api: Callable[..., TestClient]) -> None:
+    """AML's own 404 when nothing has traffic becomes a distinct 503: the smoke test tells it from a failure."""
+    message = (
+        "No valid deployments to route to. Please check that the endpoint has at least one deployment with "
+        "positive weight values or use a deployment specific header to route."
+    )
+    api = make_api(endpoint_transport=failing(answer=httpx.Response(404, json={"message": message})))
+    for r in (
+        api.get("/api/predictions/SPY"),
+        api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars()}),
+    ):
+        assert_error(r, 503, "no_model", "no model is deployed yet")
+        assert r.headers["retry-after"] == "5"
 
 
 def test_a_wrong_endpoint_key_is_a_503_not_the_callers_401(
@@ -378,7 +391,7 @@ def test_the_openapi_document_lists_both_routes_and_their_errors(api: TestClient
     assert docs.status_code == 200 and "/api/openapi.json" in docs.text
 
 
-# --- profile cloud: a managed-identity token, cached --------------------------------------------------
+# --- profile cloud: misconfiguration (the AML token path: tests/unit/test_aml_token.py) ------------------
 
 
 class FakeCredential:
@@ -391,45 +404,6 @@ class FakeCredential:
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         self.calls.append(scopes)
         return AccessToken(f"token-{len(self.calls)}", int(self.clock()) + 3600)
-
-
-def test_profile_cloud_sends_a_cached_entra_token(make_api: Callable[..., TestClient]) -> None:
-    credential = FakeCredential(time.time)
-    cfg = load_settings(
-        _env_file=None,
-        profile="cloud",
-        symbols=SYMBOLS,
-        storage={"account_url": "https://lake.blob.core.windows.net"},
-        kafka={"bootstrap_servers": "broker:9093"},
-        mlflow={"tracking_uri": "https://mlflow.example"},
-        serving={"endpoint_url": "https://tickcast.eastus.inference.ml.azure.com/score", "endpoint_key": None},
-    )
-    answer = {"symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0}
-    transport = failing(answer=httpx.Response(200, json={**answer, "model_version": "4"}))
-    api = make_api(settings=cfg, endpoint_transport=transport, credential=credential)
-    for _ in range(3):
-        assert api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars()}).status_code == 200
-    seen = transport.seen  # type: ignore[attr-defined]
-    assert [r.headers["authorization"] for r in seen] == ["Bearer token-1"] * 3
-    assert str(seen[0].url) == "https://tickcast.eastus.inference.ml.azure.com/score"
-    assert credential.calls == [("https://ml.azure.com/.default",)]
-
-
-def test_the_token_is_refreshed_shortly_before_it_expires() -> None:
-    now = [1_000_000.0]
-    credential = FakeCredential(lambda: now[0])
-    token = TokenCache(lambda: credential, clock=lambda: now[0])
-
-    async def headers() -> list[str]:
-        out = [await token.aheader()]
-        now[0] += 3000  # 10 minutes left: still cached
-        out.append(await token.aheader())
-        now[0] += 400  # less than 5 minutes left: refreshed (the sync side shares the cache)
-        out.append(token.header())
-        out.append(await token.aheader())
-        return out
-
-    assert asyncio.run(headers()) == ["Bearer token-1", "Bearer token-1", "Bearer token-2", "Bearer token-2"]
 
 
 def test_profile_cloud_without_an_endpoint_url_is_a_503_not_a_crash(make_api: Callable[..., TestClient]) -> None:

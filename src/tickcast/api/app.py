@@ -150,13 +150,17 @@ def create_app(
     lake: BarSource | None = None,
     endpoint_transport: httpx.AsyncBaseTransport | None = None,
     credential: TokenCredential | None = None,
+    token_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """The API. ``lake`` replaces the Blob lake (tests: any object with ``days`` and ``read_day``);
     ``endpoint_transport`` replaces the network to the endpoint (tests: ``httpx.ASGITransport(stand_in)``);
-    ``credential`` replaces :func:`tickcast.azure.credential` in profile cloud.
+    ``credential`` replaces :func:`tickcast.azure.credential` in profile cloud, ``token_transport`` the network to
+    Azure Resource Manager's AML token API.
     """
     cfg = settings or get_settings()
-    endpoint = AsyncEndpointClient(cfg, transport=endpoint_transport, credential=credential)
+    endpoint = AsyncEndpointClient(
+        cfg, transport=endpoint_transport, credential=credential, token_transport=token_transport
+    )
     state: dict[str, BarSource | None] = {"lake": lake}
     if endpoint.problem:
         log.error("the prediction API cannot score: %s", endpoint.problem)

@@ -26,8 +26,10 @@ Errors (status, code — when):
 * 422 ``invalid_request`` — the body or a bar breaks the schema (checked here before the endpoint is called;
   a model 400 on the caller's bars maps here too);
 * 503 ``invalid_lake_data`` — the model refuses the LAKE's bars for another reason (server-side data problem);
-* 503 ``endpoint_unavailable`` — refused/broken connection, timeout, 5xx, ``model_not_loaded``, 408, 404 (no
-  deployment with traffic), 401/403 (the API's key or identity is refused), 429, or a 200 that is not a
+* 503 ``no_model`` — the endpoint has no deployment to route to yet ("No valid deployments to route to", AML's
+  own 404): nothing is deployed; the pipeline or the retrain job deploys the first model;
+* 503 ``endpoint_unavailable`` — refused/broken connection, timeout, 5xx, ``model_not_loaded``, 408, another 404,
+  401/403 (the API's key or AML token is refused, or no AML token could be had), 429, or a 200 that is not a
   prediction; ``Retry-After`` :data:`RETRY_AFTER_S` (or the endpoint's own for 429/503); the details go to the
   log only;
 * 503 ``lake_unavailable`` — Blob cannot be read (down, auth); ``Retry-After``.
@@ -71,6 +73,7 @@ __all__ = [
     "LAKE_BARS",
     "LAKE_UNAVAILABLE",
     "NO_BARS",
+    "NO_MODEL",
     "RETRY_AFTER_S",
     "BarSource",
     "LatestBars",
@@ -89,6 +92,9 @@ NO_BARS: Final = "no_bars"
 ENDPOINT_UNAVAILABLE: Final = "endpoint_unavailable"
 LAKE_UNAVAILABLE: Final = "lake_unavailable"
 INVALID_LAKE_DATA: Final = "invalid_lake_data"
+NO_MODEL: Final = "no_model"
+# AML's (and the stand-in's) 404 when no deployment has traffic: "No valid deployments to route to. ..."
+NO_DEPLOYMENT_MESSAGE: Final = "no valid deployments to route to"
 
 LAKE_BARS: Final = 400  # bars of the latest session sent to the model (a regular session has 390)
 _SHOWN_SYMBOL: Final = 24  # longest symbol echoed back in a message
@@ -277,9 +283,18 @@ def interpret(err: EndpointError, *, source: Source, latest: LatestBars | None =
             detail,
             retry_after=RETRY_AFTER_S,
         )
+    if status == 404 and NO_DEPLOYMENT_MESSAGE in message.lower():
+        log.warning("endpoint: no deployment has traffic yet: %.300r", body)
+        return PredictionError(
+            503,
+            NO_MODEL,
+            "no model is deployed yet: predictions start once the first model version is deployed (by the pipeline "
+            "or the retrain job); try again later",
+            retry_after=RETRY_AFTER_S,
+        )
     what = {
-        401: "the endpoint refused the API's credentials (endpoint key / managed identity role)",
-        403: "the endpoint refused the API's credentials (endpoint key / managed identity role)",
+        401: "the endpoint refused the API's credentials (endpoint key / AML token / managed identity role)",
+        403: "the endpoint refused the API's credentials (endpoint key / AML token / managed identity role)",
         404: "the endpoint has no deployment with traffic",
         408: "the model did not answer within the endpoint's request timeout",
         429: "the endpoint is throttling requests",

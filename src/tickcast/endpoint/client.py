@@ -9,7 +9,10 @@
   ``GET/PUT /traffic``: the LOCAL stand-in's API (``emulators/aml_endpoint``). In the cloud the control plane
   is Azure Resource Manager, driven by :mod:`tickcast.release.aml` through ``azure-ai-ml`` instead.
 
-Authentication is decided once, by :class:`EndpointAuth` (:mod:`tickcast.endpoint.auth`), for both twins.
+Authentication is decided once, by :class:`EndpointAuth` (:mod:`tickcast.endpoint.auth`), for both twins: the
+stand-in's key locally, an AML token in profile cloud (never an Entra ID token: a Kubernetes endpoint refuses
+them, docs/decisions/0020). When the endpoint refuses an AML token (401), both twins drop it and send the call
+once more with a new one.
 
 Timeouts (one set): scoring waits ``serving.request_timeout_ms`` plus :data:`SCORE_TIMEOUT_MARGIN_S`, so
 the endpoint's own 408 arrives before the client gives up; management calls wait
@@ -24,6 +27,7 @@ error-body shape we meet — and for scoring the container's status behind AML's
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +57,8 @@ __all__ = [
     "error_parts",
     "retry_after_of",
 ]
+
+log = logging.getLogger("tickcast.endpoint")
 
 CONNECT_TIMEOUT_S: Final = 3.0
 MANAGEMENT_TIMEOUT_S: Final = 180.0
@@ -164,7 +170,8 @@ class EndpointClient:
 
     ``transport`` replaces the network (tests); ``base_url``/``key`` override the settings;
     ``token_credential`` replaces :func:`tickcast.azure.credential` when a token is used (see
-    :mod:`tickcast.endpoint.auth`). Close it (or use it as a context manager) when done.
+    :mod:`tickcast.endpoint.auth`), ``token_transport`` the network to the AML token API. Close it (or use it
+    as a context manager) when done.
     """
 
     def __init__(
@@ -175,13 +182,14 @@ class EndpointClient:
         key: str | None = None,
         token_credential: TokenCredential | None = None,
         transport: httpx.BaseTransport | None = None,
+        token_transport: httpx.BaseTransport | None = None,
         management_timeout_s: float = MANAGEMENT_TIMEOUT_S,
     ) -> None:
         s = settings or get_settings()
         self.base_url = (base_url or s.endpoint_url).rstrip("/")
         self.score_timeout = _timeouts(s)
         self.management_timeout = httpx.Timeout(management_timeout_s, connect=CONNECT_TIMEOUT_S)
-        self.auth = EndpointAuth(s, key=key, credential=token_credential)
+        self.auth = EndpointAuth(s, key=key, credential=token_credential, token_transport=token_transport)
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Accept": "application/json", "User-Agent": "tickcast-endpoint-client"},
@@ -192,6 +200,7 @@ class EndpointClient:
 
     def close(self) -> None:
         self._http.close()
+        self.auth.close()
 
     def __enter__(self) -> Self:
         return self
@@ -205,16 +214,22 @@ class EndpointClient:
         self, operation: str, method: str, path: str, *, timeout: httpx.Timeout | None = None, **kwargs: Any
     ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", None) or {})
-        if "Authorization" not in headers:
-            auth = self.auth.header(operation)
-            if auth:
-                headers["Authorization"] = auth
-        try:
-            return self._http.request(
-                method, path, timeout=timeout or self.management_timeout, headers=headers, **kwargs
-            )
-        except httpx.HTTPError as err:
-            raise _no_answer(operation, self.base_url, err) from err
+        own_auth = "Authorization" not in headers
+        for attempt in (1, 2):
+            if own_auth:
+                auth = self.auth.header(operation)
+                if auth:
+                    headers["Authorization"] = auth
+            try:
+                response = self._http.request(
+                    method, path, timeout=timeout or self.management_timeout, headers=headers, **kwargs
+                )
+            except httpx.HTTPError as err:
+                raise _no_answer(operation, self.base_url, err) from err
+            if not (response.status_code == 401 and own_auth and attempt == 1 and self.auth.invalidate()):
+                return response
+            log.warning("endpoint: the AML token was refused (%s); fetching a new one", response.text[:200])
+        return response
 
     def _check(self, operation: str, response: httpx.Response, *ok: int) -> Any:
         body = decode_body(response.content)
@@ -244,7 +259,7 @@ class EndpointClient:
             "POST",
             "/score",
             content=_score_content(request),
-            headers=_score_headers(deployment, self.auth.header(operation)),
+            headers=_score_headers(deployment, None),
             timeout=self.score_timeout,
         )
         return _score_answer(operation, response, time.perf_counter() - started)
@@ -295,7 +310,8 @@ class AsyncEndpointClient:
 
     :meth:`open` creates the pooled client (the API's lifespan does; :meth:`score` does on first use when no
     lifespan ran); :meth:`aclose` closes it. ``transport`` replaces the network (tests); ``credential``
-    replaces :func:`tickcast.azure.credential` when a token is used.
+    replaces :func:`tickcast.azure.credential` when a token is used, ``token_transport`` the network to the
+    AML token API.
     """
 
     def __init__(
@@ -304,12 +320,13 @@ class AsyncEndpointClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         credential: TokenCredential | None = None,
+        token_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = settings.endpoint_url
         self.timeout = _timeouts(settings)
         self.timeout_s = settings.serving.request_timeout_ms / 1000
         self.transport = transport
-        self.auth = EndpointAuth(settings, credential=credential)
+        self.auth = EndpointAuth(settings, credential=credential, async_token_transport=token_transport)
         self.problem: str | None = self.auth.problem  # a configuration error: every score() fails saying so
         self._client: httpx.AsyncClient | None = None
 
@@ -328,6 +345,7 @@ class AsyncEndpointClient:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        await self.auth.aclose()
 
     async def score(
         self, request: PredictRequest | Mapping[str, Any] | str | bytes, deployment: str | None = None
@@ -337,12 +355,15 @@ class AsyncEndpointClient:
         if self.problem:
             raise EndpointError(operation, None, self.problem, code="misconfigured")
         client = self.open()
-        auth = await self.auth.aheader(operation)
+        content = _score_content(request)
         started = time.perf_counter()
-        try:
-            response = await client.post(
-                "/score", content=_score_content(request), headers=_score_headers(deployment, auth)
-            )
-        except httpx.HTTPError as err:
-            raise _no_answer(operation, self.base_url, err) from None
+        for attempt in (1, 2):
+            auth = await self.auth.aheader(operation)
+            try:
+                response = await client.post("/score", content=content, headers=_score_headers(deployment, auth))
+            except httpx.HTTPError as err:
+                raise _no_answer(operation, self.base_url, err) from None
+            if not (response.status_code == 401 and attempt == 1 and self.auth.invalidate()):
+                break
+            log.warning("endpoint: the AML token was refused (%s); fetching a new one", response.text[:200])
         return _score_answer(operation, response, time.perf_counter() - started)

@@ -1,6 +1,11 @@
 """Blue/green on an Azure ML Kubernetes online endpoint (AKS attached to the workspace) through ``azure-ai-ml``
 v2, authenticated by :func:`tickcast.azure.credential` (managed identity). The AML control plane cannot run
-here: its tests use a recorded fake of ``MLClient``."""
+here: its tests use a recorded fake of ``MLClient``.
+
+The create step first registers the MLflow version in the workspace (``<model name>:<version>``, the model files
+only): a deployment can refer only to a workspace model, and MLflow on its own host is not the workspace's
+registry (docs/decisions/0023). The endpoint takes AML tokens: Kubernetes endpoints accept only keys and AML
+tokens, never Entra ID tokens (docs/decisions/0020)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,20 +86,55 @@ def build_environment(requirements: Path = REQUIREMENTS, image: str = DEFAULT_IM
 
 
 def model_reference(model_name: str, version: str) -> str:
-    """The workspace model that the workspace's MLflow registry registered: ``azureml:<name>:<version>``."""
+    """The workspace model a deployment serves, ``azureml:<name>:<version>`` (registered by
+    :meth:`AzureMLDeployer._ensure_model` from the MLflow version of the same number)."""
     return f"azureml:{model_name}:{version}"
+
+
+MODEL_FILES = ("model.onnx", "preprocessing.json")  # what score.py loads (tickcast.model.predictor)
+
+
+def model_payload(folder: Path, dest: Path) -> Path:
+    """The files of an MLflow version's ``model/`` folder that serving needs, copied into ``dest`` (not the Keras
+    model: the serving image has no TensorFlow, and it is most of the download)."""
+    import shutil
+
+    found = {name: next(iter(sorted(folder.rglob(name))), None) for name in MODEL_FILES}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise FileNotFoundError(f"the model folder {folder} has no {', '.join(missing)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, path in found.items():
+        assert path is not None
+        shutil.copy2(path, dest / name)
+    return dest
+
+
+def build_model(model_name: str, version: str, path: Path) -> Any:
+    """The workspace model of MLflow version ``version``: a ``custom_model`` of the serving files."""
+    from azure.ai.ml.entities import Model
+
+    return Model(
+        name=model_name,
+        version=str(version),
+        path=str(path),
+        type="custom_model",
+        description=f"{model_name} version {version}, mirrored from the MLflow registry (model.onnx + preprocessing)",
+        tags={MODEL_VERSION_TAG: str(version), "app": "tickcast", "source": "mlflow"},
+    )
 
 
 def build_endpoint(
     name: str, compute: str, *, traffic: Mapping[str, int] | None = None, tags: Mapping[str, str] | None = None
 ) -> KubernetesOnlineEndpoint:
-    """A Kubernetes online endpoint on the attached AKS ``compute``, called with Entra ID tokens (no keys)."""
+    """A Kubernetes online endpoint on the attached AKS ``compute``, called with AML tokens: Kubernetes endpoints
+    accept only keys and AML tokens, never Entra ID tokens (docs/decisions/0020)."""
     from azure.ai.ml.entities import KubernetesOnlineEndpoint
 
     return KubernetesOnlineEndpoint(
         name=name,
         compute=compute,
-        auth_mode="aad_token",
+        auth_mode="aml_token",
         traffic=validate_traffic(traffic or {}),
         description="tickcast next-minute close forecaster (blue/green)",
         tags=dict(tags or {"app": "tickcast"}),
@@ -176,8 +216,10 @@ class AzureMLDeployer(BlueGreenDeployer):
     resource_group, workspace)`` (built on first use). Every keyword left ``None`` comes from ``settings.aml``
     (``TICKCAST_AML__SUBSCRIPTION_ID``, ``__RESOURCE_GROUP``, ``__WORKSPACE``, ``__COMPUTE``,
     ``__INSTANCE_TYPE``, ``__INSTANCE_COUNT``, ``__OPERATION_TIMEOUT_S``; the ARM outputs). The endpoint is
-    ``settings.aml.endpoint_name``; it is created (``auth_mode="aad_token"``, on ``compute``) by the first
-    deploy. Smoke requests go through ``online_endpoints.invoke(deployment_name=colour)``.
+    ``settings.aml.endpoint_name``; it is created (``auth_mode="aml_token"``, on ``compute``) by the first
+    deploy when the template has not. Before a deployment refers to ``azureml:<model>:<version>``, that version
+    is registered in the workspace from MLflow (``model_files`` replaces the MLflow download). Smoke requests go
+    through ``online_endpoints.invoke(deployment_name=colour)``, which gets the AML token itself.
     """
 
     target = "azureml"
@@ -198,8 +240,10 @@ class AzureMLDeployer(BlueGreenDeployer):
         registry: RegistryLike | None = None,
         smoke_bars: SmokeBars | None = None,
         smoke_max_move: float = SMOKE_MAX_MOVE,
+        model_files: Callable[[str, Path], Path] | None = None,
     ) -> None:
         super().__init__(settings, registry=registry, smoke_bars=smoke_bars, smoke_max_move=smoke_max_move)
+        self._model_files = model_files
         aml = self.settings.aml
         self.aml = AzureMLTarget(
             subscription_id=subscription_id or aml.subscription_id,
@@ -236,6 +280,13 @@ class AzureMLDeployer(BlueGreenDeployer):
             )
         return self._ml_client
 
+    def model_files(self, version: str, dest: Path) -> Path:
+        """The MLflow version's ``model/`` folder on local disk (``model_files`` replaces the MLflow download)."""
+        if self._model_files is not None:
+            return self._model_files(version, dest)
+        registry: Any = self.registry
+        return Path(registry.download(version, dest=dest))
+
     def _wait(self, poller: Any) -> Any:
         return poller.result(timeout=self.aml.operation_timeout_s)
 
@@ -258,7 +309,25 @@ class AzureMLDeployer(BlueGreenDeployer):
         traffic = {str(k): int(v) for k, v in dict(endpoint.traffic or {}).items()}
         return EndpointState(deployments, traffic)
 
+    def _ensure_model(self, version: str) -> str:
+        """Register MLflow version ``version`` in the workspace unless it already is; what was done."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        name = self.settings.mlflow.model_name
+        try:
+            self.ml_client.models.get(name=name, version=str(version))
+            return f"workspace model {name}:{version} already registered"
+        except ResourceNotFoundError:
+            pass
+        with tempfile.TemporaryDirectory(prefix="tickcast-model-") as tmp:
+            download = self.model_files(str(version), Path(tmp) / "mlflow")
+            payload = model_payload(download, Path(tmp) / "model")
+            self.ml_client.models.create_or_update(build_model(name, str(version), payload))
+        log.info("registered MLflow version %s as workspace model %s:%s", version, name, version)
+        return f"registered MLflow version {version} as workspace model {name}:{version}"
+
     def _create(self, colour: str, version: str) -> DeploymentState:
+        self._ensure_model(version)
         if self._endpoint() is None:
             log.info("creating endpoint %s on compute %s", self.endpoint_name, self.aml.compute)
             self._wait(

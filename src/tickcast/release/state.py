@@ -199,6 +199,9 @@ class MLClientLike(Protocol):
     @property
     def online_deployments(self) -> Any: ...
 
+    @property
+    def models(self) -> Any: ...
+
 
 class RegistryLike(Protocol):
     """What the deployer needs of :class:`tickcast.registry.mlflow_registry.Registry`."""
