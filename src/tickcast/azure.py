@@ -39,6 +39,37 @@ def _credential(client_id: str | None) -> TokenCredential:
     return DefaultAzureCredential()
 
 
+# What an Azure Pipelines AzureCLI@2 task exposes of a workload-identity service connection, plus the job's token.
+PIPELINES_VARIABLES = (
+    "AZURESUBSCRIPTION_TENANT_ID",
+    "AZURESUBSCRIPTION_CLIENT_ID",
+    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
+    "SYSTEM_ACCESSTOKEN",
+)
+
+
+def control_plane_credential(settings: Settings | None = None) -> TokenCredential:
+    """The credential ``deploy-cloud``/``destroy-cloud`` reach Azure Resource Manager with.
+
+    Inside an Azure Pipelines task of a workload-identity service connection (:data:`PIPELINES_VARIABLES` set,
+    ``SYSTEM_ACCESSTOKEN`` mapped into the task's environment): ``AzurePipelinesCredential``, which asks Azure
+    DevOps for a fresh federated token whenever it needs an access token. The Azure CLI's own login in such a task
+    cannot renew itself, so a deployment waited on for more than about an hour would fail with AADSTS700024
+    (docs/decisions/0025). Anywhere else: :func:`credential` (``az login``, a service principal, a managed identity).
+    """
+    import os
+
+    values = [os.environ.get(name, "").strip() for name in PIPELINES_VARIABLES]
+    if all(values):
+        from azure.identity import AzurePipelinesCredential
+
+        tenant, client, connection, token = values
+        return AzurePipelinesCredential(
+            tenant_id=tenant, client_id=client, service_connection_id=connection, system_access_token=token
+        )
+    return credential(settings)
+
+
 def blob_service(settings: Settings | None = None) -> BlobServiceClient:
     """A Blob service client for the configured profile."""
     from azure.storage.blob import BlobServiceClient

@@ -23,11 +23,13 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from tickcast.errors import TickcastError
+from tickcast.errors import NotFoundError, TickcastError
 from tickcast.settings import Settings, load_settings
 
 console = Console()
 err_console = Console(stderr=True)
+# `smoke` and `deploy`: nothing is deployed / registered yet (a new environment, not a failure): a NotFoundError
+NO_MODEL_EXIT = NotFoundError.exit_code
 
 
 class _Commands(TyperGroup):
@@ -371,24 +373,48 @@ def smoke(
     url: Annotated[str | None, typer.Option(help="gateway base URL (default: the local gateway)")] = None,
     key: Annotated[str | None, typer.Option(help="subscription key (default: TICKCAST_GATEWAY__CLIENT_KEY)")] = None,
 ) -> None:
-    """Scripted smoke calls through the gateway: a prediction per symbol, 401 without a key, 422, 404."""
+    """Scripted smoke calls through the gateway: a prediction per symbol and from a session of bars, 401 without a
+    key, 422, 404. Exit 0 PASS, 3 NO MODEL YET (nothing deployed yet: not a failure), 1 FAIL."""
     from tickcast.api.client import smoke as run_smoke
 
     settings = _settings()
     report = run_smoke(url or settings.gateway_url, key or settings.gateway_client_key(), settings.symbols, timeout=30)
     console.print(report.table(), markup=False, highlight=False)
+    if report.no_model:
+        raise NotFoundError(
+            "no model yet: no version is deployed on the endpoint (the first deploy serves one)", code="no_model"
+        )
     if not report.ok:
         raise typer.Exit(1)
 
 
 @app.command()
-def deploy(version: Annotated[str, typer.Argument(help="registered model version to serve")]) -> None:
-    """Blue/green: the version goes to the idle colour, is smoke-tested, takes the traffic, then becomes production."""
-    from tickcast.release.targets import deployer_for
+def deploy(
+    version: Annotated[
+        str | None,
+        typer.Argument(help="registered model version (default: production, else the newest baseline version)"),
+    ] = None,
+) -> None:
+    """Blue/green: the version goes to the idle colour, is smoke-tested, takes the traffic, then becomes production.
+
+    Without a version: the one that should serve (what the pipeline runs on every deploy); exit 3 when nothing is
+    registered yet."""
+    from tickcast.release.targets import deployer_for, version_to_serve
 
     settings = _settings()
     _logging()
-    report = deployer_for(settings).deploy(version)
+    deployer = deployer_for(settings)
+    if version is None:
+        chosen = version_to_serve(deployer.registry)
+        if chosen is None:
+            raise NotFoundError(
+                "no model yet: the registry has no production version and no baseline version (model_kind=baseline) "
+                "to serve; nothing was deployed",
+                code="no_model",
+            )
+        version, why = chosen
+        console.print(f"deploying model version {version} ({why})")
+    report = deployer.deploy(version)
     console.print(report.summary())
 
 
@@ -434,6 +460,10 @@ def deploy_cloud(
     outputs_only: Annotated[
         bool, typer.Option("--outputs-only", help="only re-read the last deployment's outputs into the dotenv file")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="wait again for the last deployment (after a lost login) and write its outputs"),
+    ] = False,
     parameters_out: Annotated[
         Path | None,
         typer.Option(help="only write the assembled parameter file here (for PSRule / arm-ttk), offline"),
@@ -475,6 +505,11 @@ def deploy_cloud(
         if outputs_only:
             deployer.login()
             outputs, env_file, _, missing = deployer.fetch_outputs()
+        elif resume:
+            deployer.login()
+            with console.status(f"waiting for deployment {deployer.deployment_name} ..."):
+                result = deployer.resume()
+            outputs, env_file, missing = result.outputs, result.env_file, result.missing_outputs
         else:
             plan = deployer.plan()
             deployer.login()
@@ -534,17 +569,16 @@ def destroy_cloud(
                 err_console.print("[red]the name did not match: nothing was deleted[/red]")
                 raise typer.Exit(1)
         t0 = time.monotonic()
-        with console.status(f"deleting resource group {group} (10-30 minutes) ..."):
-            deployer.destroy()
+        with console.status(f"purging the AML workspace, then deleting resource group {group} (10-30 minutes) ..."):
+            report = deployer.destroy()
     except CloudDeployError as err:
         err_console.print(f"[red]{err}[/red]", highlight=False)
         raise typer.Exit(1) from None
     console.print(f"deleted resource group {group} in {time.monotonic() - t0:.0f}s")
-    console.print(
-        "API Management stays soft-deleted for 48 h; to reuse its name at once: "
-        "`az apim deletedservice purge --service-name <name> --location <region>`",
-        highlight=False,
-    )
+    for line in report.purged if report else []:
+        console.print(f"  purged: {line}", highlight=False)
+    for line in report.remaining if report else []:
+        console.print(f"  remains: {line}", highlight=False)
 
 
 @stack_app.command("compose")

@@ -23,7 +23,18 @@
    and ``<env>.json`` (every output, raw). ``--outputs-only`` re-reads the outputs of the last deployment
    (a CI stage on a fresh agent, a colleague's machine) without deploying.
 
-``destroy-cloud`` deletes the resource group (the CLI asks to type its name first).
+A deployment outlives the login that started it: when the credential can no longer get a token while waiting
+(an expired ``az login``, or the ~1 hour workload-identity token of an Azure Pipelines task, AADSTS700024), the
+wait stops with one line saying so (:class:`LoginLostError`) and ``deploy-cloud --resume`` waits again, with a
+fresh login, for the same deployment. In Azure Pipelines the control-plane credential is
+:func:`tickcast.azure.control_plane_credential` (it renews the federated token itself).
+
+``destroy-cloud`` deletes the resource group (the CLI asks to type its name first) and clears what would block a
+redeploy of the same environment (:meth:`CloudDeployer.destroy`, :class:`DestroyReport`): it purges the AML
+workspace before the group goes (a soft-deleted workspace keeps its name for 14 days), then purges the
+soft-deleted API Management service and deletes the custom role; a Key Vault with purge protection cannot be
+purged, so the report says until when it stays soft-deleted, and the next ``deploy-cloud`` to the same resource
+group recovers it (``keyVaultCreateMode=recover``) instead of failing on its name.
 
 The Azure control plane is reached through :class:`ArmControlPlane` (``resource_groups`` of azure-mgmt-resource's
 ``ResourceManagementClient``; ``deployments`` and ``deployment_operations`` of azure-mgmt-resource-deployments'
@@ -34,6 +45,7 @@ here imports ``azure.mgmt`` at module import, so ``tickcast --help`` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,6 +60,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tickcast.errors import TickcastError
 from tickcast.settings import ARM_OUTPUT_SETTINGS, CloudDeploySettings, Settings, env_name
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
@@ -59,11 +73,14 @@ __all__ = [
     "CloudDeployError",
     "CloudDeployer",
     "DeployPlan",
+    "DestroyReport",
+    "LoginLostError",
     "NotLoggedInError",
     "OperationStatus",
     "assemble_parameters",
     "check_login",
     "dotenv_text",
+    "login_problem",
     "outputs_to_env",
     "render_what_if",
     "write_outputs",
@@ -95,6 +112,10 @@ class NotLoggedInError(CloudDeployError):
     """No Azure credential could get a token for Azure Resource Manager."""
 
 
+class LoginLostError(CloudDeployError):
+    """The login expired while waiting for a deployment that goes on in Azure (``--resume`` waits again)."""
+
+
 # --- the control plane --------------------------------------------------------------------------------------
 
 
@@ -109,6 +130,16 @@ class ArmControlPlane(Protocol):
 
     @property
     def deployment_operations(self) -> Any: ...
+
+    def request(
+        self, method: str, path: str, api_version: str, params: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """One ARM REST call on ``path`` (from ``/subscriptions/...``): (HTTP status, decoded JSON body or None)."""
+        ...
+
+    def delete_by_id(self, resource_id: str, api_version: str, params: Mapping[str, str] | None = None) -> None:
+        """DELETE a resource and wait for the operation to end (raises on failure)."""
+        ...
 
 
 class AzureControlPlane:
@@ -133,6 +164,43 @@ class AzureControlPlane:
     def deployment_operations(self) -> Any:
         return self._deployments.deployment_operations
 
+    def request(
+        self, method: str, path: str, api_version: str, params: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        from azure.core.rest import HttpRequest
+
+        response = self._resources.send_request(
+            HttpRequest(method, path, params={"api-version": api_version, **dict(params or {})})
+        )
+        try:
+            body = response.json() if response.content else None
+        except ValueError:
+            body = None
+        return response.status_code, body
+
+    def delete_by_id(self, resource_id: str, api_version: str, params: Mapping[str, str] | None = None) -> None:
+        poller = self._resources.resources.begin_delete_by_id(resource_id, api_version=api_version, params=params or {})
+        poller.result()
+
+
+# AADSTS codes of a login that worked once and has run out: a refresh token expired or revoked (700082, 50173,
+# 70043) or a federated workload-identity assertion past its lifetime (700024, Azure Pipelines after ~1 hour).
+EXPIRED_LOGIN_CODES = ("AADSTS700082", "AADSTS50173", "AADSTS70043", "AADSTS700024")
+
+
+def login_problem(err: BaseException) -> str:
+    """One line: whether the login is missing or has expired, what the credential said, how to log in."""
+    text = " ".join(str(getattr(err, "message", None) or err).split())
+    code = re.search(r"AADSTS\d+", text)
+    said = f" (the credential said: {text[:300]})" if text else ""
+    if (code and code.group(0) in EXPIRED_LOGIN_CODES) or "expired" in text.lower():
+        which = f" ({code.group(0)})" if code else ""
+        return (
+            f"your Azure login has expired{which}: run `az login` again (in Azure Pipelines: map SYSTEM_ACCESSTOKEN)"
+            + said
+        )
+    return _LOGIN_HELP + said
+
 
 def check_login(credential: TokenCredential) -> None:
     """Get a token for Azure Resource Manager, or raise :class:`NotLoggedInError` saying how to log in."""
@@ -141,9 +209,15 @@ def check_login(credential: TokenCredential) -> None:
     try:
         credential.get_token(MANAGEMENT_SCOPE)
     except ClientAuthenticationError as err:  # CredentialUnavailableError is one
-        first = str(getattr(err, "message", None) or err).strip().splitlines()
-        detail = f" (the credential said: {first[0][:300]})" if first else ""
-        raise NotLoggedInError(_LOGIN_HELP + detail) from err
+        raise NotLoggedInError(login_problem(err)) from err
+
+
+def _is_auth_error(err: BaseException) -> bool:
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+    if isinstance(err, ClientAuthenticationError):
+        return True
+    return isinstance(err, HttpResponseError) and getattr(err, "status_code", None) == 401
 
 
 # --- parameters ---------------------------------------------------------------------------------------------
@@ -434,6 +508,24 @@ class OperationStatus:
         return self.state.lower() in {"succeeded", "failed", "canceled"}
 
 
+# ARM API versions of the REST calls deploy/destroy make beside the SDK clients (those of cloud/arm/build.py).
+API_VERSIONS = {
+    "keyvault": "2026-05-15",
+    "apim": "2024-05-01",
+    "ml": "2025-12-01",
+    "authorization": "2022-04-01",
+}
+
+
+@dataclass
+class DestroyReport:
+    """What ``destroy-cloud`` removed beyond the resource group, and what outlives it (with until when)."""
+
+    resource_group: str
+    purged: list[str] = field(default_factory=list)
+    remaining: list[str] = field(default_factory=list)
+
+
 @dataclass
 class DeployResult:
     plan: DeployPlan
@@ -540,9 +632,9 @@ class CloudDeployer:
     @property
     def credential(self) -> TokenCredential:
         if self._credential is None:
-            from tickcast.azure import credential
+            from tickcast.azure import control_plane_credential
 
-            self._credential = credential(self.settings)
+            self._credential = control_plane_credential(self.settings)
         return self._credential
 
     @property
@@ -654,11 +746,14 @@ class CloudDeployer:
 
     def deploy(self, plan: DeployPlan) -> DeployResult:
         """Create the resource group if needed, deploy (incremental), write the outputs; raise on failure."""
-        from azure.core.exceptions import HttpResponseError
         from azure.mgmt.resource.deployments.models import Deployment
 
         t0 = self.clock()
         created = self.ensure_resource_group(plan.location)
+        recovering = self.recoverable_vault()
+        if recovering and "keyVaultCreateMode" in (plan.template.get("parameters") or {}):
+            self.progress(OperationStatus(f"Microsoft.KeyVault/vaults/{recovering}", "Recovering"))
+            plan.parameters["keyVaultCreateMode"] = {"value": "recover"}
         poller = self.control_plane.deployments.begin_create_or_update(
             plan.resource_group,
             plan.deployment_name,
@@ -666,21 +761,85 @@ class CloudDeployer:
         )
         seen: dict[str, str] = {}
         operations: list[OperationStatus] = []
-        while not poller.done():
-            if self.clock() - t0 > self.cfg.timeout_s:
-                raise CloudDeployError(
-                    f"deployment {plan.deployment_name} still runs after {self.cfg.timeout_s:.0f}s; it goes on in "
-                    f"Azure: `az deployment group show -g {plan.resource_group} -n {plan.deployment_name}`"
-                )
-            operations = self._report(plan, seen) or operations
-            poller.wait(self.poll_s)
         failure: str | None = None
+        result: Any = None
         try:
+            while not poller.done():
+                if self.clock() - t0 > self.cfg.timeout_s:
+                    raise CloudDeployError(
+                        f"deployment {plan.deployment_name} still runs after {self.cfg.timeout_s:.0f}s; it goes on in "
+                        f"Azure: wait for it with `tickcast deploy-cloud --resume --env {plan.env}`"
+                    )
+                operations = self._report(plan, seen) or operations
+                poller.wait(self.poll_s)
             result = poller.result()
-        except HttpResponseError as err:
-            result = None
+        except CloudDeployError:
+            raise
+        except Exception as err:
+            if _is_auth_error(err):
+                raise self._login_lost(plan, err) from err
+            from azure.core.exceptions import HttpResponseError
+
+            if not isinstance(err, HttpResponseError):
+                raise
             failure = str(getattr(err, "message", None) or err).strip()
         operations = self._report(plan, seen) or operations
+        return self._finish(plan, result, failure, operations, created, t0)
+
+    def resume(self) -> DeployResult:
+        """Wait, with this login, for the environment's last deployment to end; then write its outputs like
+        :meth:`deploy` (the way back after :class:`LoginLostError`, or after the CLI was interrupted)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        plan = self.plan()
+        t0 = self.clock()
+        seen: dict[str, str] = {}
+        operations: list[OperationStatus] = []
+        while True:
+            try:
+                deployment = self.control_plane.deployments.get(plan.resource_group, plan.deployment_name)
+            except ResourceNotFoundError:
+                raise CloudDeployError(
+                    f"no deployment {plan.deployment_name} in resource group {plan.resource_group}: nothing to resume; "
+                    f"run `tickcast deploy-cloud --env {plan.env}`"
+                ) from None
+            except Exception as err:
+                if _is_auth_error(err):
+                    raise self._login_lost(plan, err) from err
+                raise
+            state = _text(getattr(deployment.properties, "provisioning_state", None) or "Unknown")
+            operations = self._report(plan, seen) or operations
+            if state.lower() in ("succeeded", "failed", "canceled"):
+                break
+            if self.clock() - t0 > self.cfg.timeout_s:
+                raise CloudDeployError(
+                    f"deployment {plan.deployment_name} is still {state} after {self.cfg.timeout_s:.0f}s; "
+                    "run `tickcast deploy-cloud --resume` again"
+                )
+            time.sleep(self.poll_s)
+        failure = None
+        if state.lower() != "succeeded":
+            error = getattr(deployment.properties, "error", None)
+            failure = f"{getattr(error, 'code', '')}: {getattr(error, 'message', '')}".strip(": ") or None
+            deployment = None
+        return self._finish(plan, deployment, failure, operations, False, t0)
+
+    def _login_lost(self, plan: DeployPlan, err: BaseException) -> LoginLostError:
+        return LoginLostError(
+            f"lost the Azure login while waiting for deployment {plan.deployment_name}: {login_problem(err)}; "
+            f"the deployment goes on in Azure: log in again, then `tickcast deploy-cloud --resume --env {plan.env}` "
+            "waits for it and writes the outputs"
+        )
+
+    def _finish(
+        self,
+        plan: DeployPlan,
+        result: Any,
+        failure: str | None,
+        operations: list[OperationStatus],
+        created: bool,
+        t0: float,
+    ) -> DeployResult:
         state = _text(getattr(getattr(result, "properties", None), "provisioning_state", None) or "Failed")
         if failure is not None or state.lower() != "succeeded":
             failed = [f"  {s.resource}: {s.error or s.state}" for s in operations if s.state.lower() == "failed"]
@@ -694,6 +853,30 @@ class CloudDeployer:
         return DeployResult(
             plan, outputs, env_file, outputs_file, missing, created, self.clock() - t0, list(operations)
         )
+
+    # -- what outlives a resource group (soft delete) -----------------------------------------------------------
+
+    def _list(self, path: str, api_version: str, params: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        status, body = self.control_plane.request("GET", path, api_version, params)
+        if status == 404:
+            return []
+        if status in (401, 403):  # rights on the resource group only: nothing to learn at subscription scope
+            log.warning("GET %s answered HTTP %d: skipped", path, status)
+            return []
+        if status != 200:
+            raise CloudDeployError(f"GET {path} answered HTTP {status}: {str(body)[:300]}")
+        return list((body or {}).get("value") or [])
+
+    def _in_group(self, resource_id: str) -> bool:
+        return f"/resourcegroups/{self.resource_group.lower()}/" in resource_id.lower()
+
+    def recoverable_vault(self) -> str | None:
+        """The name of a soft-deleted Key Vault of this resource group (its next deploy must recover it)."""
+        path = f"/subscriptions/{self.subscription_id}/providers/Microsoft.KeyVault/deletedVaults"
+        for vault in self._list(path, API_VERSIONS["keyvault"]):
+            if self._in_group(str((vault.get("properties") or {}).get("vaultId", ""))):
+                return str(vault.get("name"))
+        return None
 
     def fetch_outputs(self) -> tuple[dict[str, Any], Path, Path, list[str]]:
         """The outputs of the last deployment of this environment, written like :meth:`deploy` writes them."""
@@ -714,10 +897,79 @@ class CloudDeployer:
         env_file, outputs_file, missing = write_outputs(outputs, self.env, self.cfg.output_dir)
         return outputs, env_file, outputs_file, missing
 
-    def destroy(self) -> bool:
-        """Delete the resource group and wait; False when it does not exist (nothing to delete)."""
+    def destroy(self) -> DestroyReport | None:
+        """Delete the resource group and clear what would block deploying the same environment again.
+
+        None when the group does not exist. Before the deletion: every AML workspace of the group is deleted
+        with ``forceToPurge`` (a soft-deleted workspace would keep its name for 14 days). After it: the group's
+        soft-deleted API Management services are purged (48 hours otherwise), custom roles assignable only to the
+        group are deleted, Key Vaults without purge protection are purged; a vault with purge protection stays
+        soft-deleted until its scheduled purge date, which the report says (the next deploy recovers it).
+        """
         if not self.resource_group_exists():
-            return False
-        poller = self.control_plane.resource_groups.begin_delete(self.resource_group)
+            return None
+        sub, group = self.subscription_id, self.resource_group
+        report = DestroyReport(group)
+        base = f"/subscriptions/{sub}/resourceGroups/{group}/providers"
+        apims = self._list(f"{base}/Microsoft.ApiManagement/service", API_VERSIONS["apim"])
+        vaults = self._list(f"{base}/Microsoft.KeyVault/vaults", API_VERSIONS["keyvault"])
+        for workspace in self._list(f"{base}/Microsoft.MachineLearningServices/workspaces", API_VERSIONS["ml"]):
+            self.control_plane.delete_by_id(str(workspace["id"]), API_VERSIONS["ml"], {"forceToPurge": "true"})
+            report.purged.append(f"AML workspace {workspace['name']} (deleted with forceToPurge)")
+        poller = self.control_plane.resource_groups.begin_delete(group)
         poller.result(timeout=self.cfg.timeout_s)
-        return True
+        for apim in apims:
+            name, location = str(apim["name"]), str(apim.get("location", "")).replace(" ", "").lower()
+            path = f"/subscriptions/{sub}/providers/Microsoft.ApiManagement/locations/{location}/deletedservices/{name}"
+            status, body = self.control_plane.request("DELETE", path, API_VERSIONS["apim"])
+            if status in (200, 202, 204, 404):
+                report.purged.append(f"API Management {name} (soft-deleted copy purged)")
+            else:
+                report.remaining.append(
+                    f"API Management {name} stays soft-deleted for 48 hours (purge failed: HTTP {status} "
+                    f"{str(body)[:200]}); free the name with `az apim deletedservice purge --service-name {name} "
+                    f"--location {location}`"
+                )
+        for vault in vaults:
+            self._vault_after_delete(vault, report)
+        roles = self._list(
+            f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions",
+            API_VERSIONS["authorization"],
+            {"$filter": "type eq 'CustomRole'"},
+        )
+        group_id = f"/subscriptions/{sub}/resourceGroups/{group}".lower()
+        for role in roles:
+            scopes = [str(x).lower() for x in (role.get("properties") or {}).get("assignableScopes") or []]
+            if scopes == [group_id]:
+                role_name = (role.get("properties") or {}).get("roleName", role.get("name"))
+                status, _ = self.control_plane.request("DELETE", str(role["id"]), API_VERSIONS["authorization"])
+                if status in (200, 204, 404):
+                    report.purged.append(f"custom role {role_name!r}")
+                else:
+                    report.remaining.append(f"custom role {role_name!r} (delete answered HTTP {status})")
+        report.remaining.append(
+            "Log Analytics workspace(s) of the group stay soft-deleted for 14 days; deploying the same environment "
+            "recovers them"
+        )
+        return report
+
+    def _vault_after_delete(self, vault: Mapping[str, Any], report: DestroyReport) -> None:
+        props = vault.get("properties") or {}
+        name, location = str(vault["name"]), str(vault.get("location", "")).replace(" ", "").lower()
+        provider = f"/subscriptions/{self.subscription_id}/providers/Microsoft.KeyVault"
+        deleted = f"{provider}/locations/{location}/deletedVaults/{name}"
+        if props.get("enablePurgeProtection"):
+            status, body = self.control_plane.request("GET", deleted, API_VERSIONS["keyvault"])
+            until = str(((body or {}).get("properties") or {}).get("scheduledPurgeDate") or "")[:10]
+            days = props.get("softDeleteRetentionInDays", 90)
+            when = f"until {until}" if until else f"for {days} days"
+            report.remaining.append(
+                f"Key Vault {name} stays soft-deleted {when} (purge protection: nobody can purge it); the next "
+                f"`tickcast deploy-cloud` to resource group {self.resource_group} recovers it"
+            )
+            return
+        status, body = self.control_plane.request("POST", f"{deleted}/purge", API_VERSIONS["keyvault"])
+        if status in (200, 202, 204):
+            report.purged.append(f"Key Vault {name} (soft-deleted copy purged)")
+        else:
+            report.remaining.append(f"Key Vault {name} stays soft-deleted (purge answered HTTP {status})")

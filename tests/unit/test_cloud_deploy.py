@@ -385,6 +385,12 @@ class FakePoller:
     def wait(self, timeout: float | None = None) -> None:
         self._polls -= 1
         self.plane.tick += 1
+        lose = self.plane.lose_login_after
+        if lose is not None and self.plane.tick > lose:
+            raise ClientAuthenticationError(
+                message="AzureCliCredential.get_token failed: AADSTS700024: Client assertion is not within its "
+                "valid time range."
+            )
 
     def result(self, timeout: float | None = None) -> Any:
         if self._error is not None:
@@ -406,7 +412,70 @@ class FakeArmControlPlane:
         self.outputs = arm_outputs(outputs if outputs is not None else OUTPUTS)
         self.deployed: dict[str, DeploymentExtended] = {}
         self.tick = 0
+        self.lose_login_after: int | None = None  # the credential stops working after this many waits
+        self.running_gets = 0  # deployments.get answers Running this many times first
         self.resource_groups = self.deployments = self.deployment_operations = self
+        # the group's resources that outlive it when it is deleted (soft delete), as ARM lists them
+        group_id = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/tickcast-dev"
+        ml, kv = "Microsoft.MachineLearningServices/workspaces", "Microsoft.KeyVault/vaults"
+        self.workspaces = [{"id": f"{group_id}/providers/{ml}/tickcast-dev-mlw", "name": "tickcast-dev-mlw"}]
+        self.apims = [{"name": "tickcast-dev-apim-x", "location": "West Europe"}]
+        self.vaults = [
+            {
+                "id": f"{group_id}/providers/{kv}/kv-dev-x",
+                "name": "kv-dev-x",
+                "location": "westeurope",
+                "properties": {"enablePurgeProtection": True, "softDeleteRetentionInDays": 90},
+            }
+        ]
+        self.deleted_vaults: list[dict[str, Any]] = []
+        self.roles = [
+            {
+                "id": f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/r1",
+                "properties": {
+                    "roleName": "tickcast-dev endpoint invoker (tickcast-dev)",
+                    "assignableScopes": [group_id],
+                },
+            },
+            {
+                "id": f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Authorization/roleDefinitions/r2",
+                "properties": {
+                    "roleName": "someone else's role",
+                    "assignableScopes": [f"/subscriptions/{SUBSCRIPTION}"],
+                },
+            },
+        ]
+
+    # generic REST (ARM)
+    def request(self, method: str, path: str, api_version: str, params: Any = None) -> tuple[int, Any]:
+        self.calls.append((f"{method} {path.split('/providers/', 1)[-1]}", dict(params or {})))
+        group = "tickcast-dev" in self.groups
+        if method == "GET" and path.endswith("/Microsoft.MachineLearningServices/workspaces"):
+            return 200, {"value": self.workspaces if group else []}
+        if method == "GET" and path.endswith("/Microsoft.ApiManagement/service"):
+            return 200, {"value": self.apims if group else []}
+        if method == "GET" and path.endswith("/Microsoft.KeyVault/vaults"):
+            return 200, {"value": self.vaults if group else []}
+        if method == "GET" and path.endswith("/Microsoft.KeyVault/deletedVaults"):
+            return 200, {"value": self.deleted_vaults}
+        if method == "GET" and "/deletedVaults/" in path:
+            name = path.rsplit("/", 1)[-1]
+            found = [v for v in self.deleted_vaults if v["name"] == name]
+            return (200, found[0]) if found else (404, None)
+        if method == "GET" and path.endswith("/roleDefinitions"):
+            return 200, {"value": self.roles}
+        if method == "DELETE" and "/deletedservices/" in path:
+            return 202, None
+        if method == "DELETE" and "/roleDefinitions/" in path:
+            self.roles = [r for r in self.roles if r["id"] != path]
+            return 200, None
+        if method == "POST" and path.endswith("/purge"):
+            return 202, None
+        return 404, {"error": {"code": "NotFound", "message": path}}
+
+    def delete_by_id(self, resource_id: str, api_version: str, params: Any = None) -> None:
+        self.calls.append(("delete_by_id", (resource_id.rsplit("/", 1)[-1], dict(params or {}))))
+        self.workspaces = [w for w in self.workspaces if w["id"] != resource_id]
 
     # resource_groups
     def check_existence(self, name: str) -> bool:
@@ -421,6 +490,14 @@ class FakeArmControlPlane:
     def begin_delete(self, name: str) -> FakePoller:
         self.calls.append(("resource_groups.begin_delete", name))
         self.groups.pop(name)
+        for vault in self.vaults:  # Key Vault soft delete: the vault outlives its group
+            vault_id = vault["id"]
+            self.deleted_vaults.append(
+                {
+                    "name": vault["name"],
+                    "properties": {"vaultId": vault_id, "scheduledPurgeDate": "2027-03-06T12:00:00Z"},
+                }
+            )
         return FakePoller(self)
 
     # deployments
@@ -445,6 +522,9 @@ class FakeArmControlPlane:
         self.calls.append(("deployments.get", (group, name)))
         if name not in self.deployed:
             raise ResourceNotFoundError(message=f"Deployment '{name}' could not be found.")
+        if self.running_gets > 0:  # the deployment is still going on in Azure
+            self.running_gets -= 1
+            return DeploymentExtended({"name": name, "properties": {"provisioningState": "Running"}})
         return self.deployed[name]
 
     # deployment_operations
@@ -507,10 +587,11 @@ def test_deploy_creates_the_group_deploys_incrementally_and_writes_the_outputs(t
     assert plane.names() == [
         "resource_groups.check_existence",
         "resource_groups.create_or_update",
+        "GET Microsoft.KeyVault/deletedVaults",  # none of this group's: a new vault (no keyVaultCreateMode)
         "deployments.begin_create_or_update",
     ]
     assert plane.calls[1][1] == ("tickcast-dev", "westeurope", {"app": "tickcast", "env": "dev"})
-    group, name, body = plane.calls[2][1]
+    group, name, body = plane.calls[3][1]
     assert (group, name) == ("tickcast-dev", "tickcast-dev")
     sent = body.as_dict()["properties"]
     assert sent["mode"] == "Incremental"
@@ -579,9 +660,116 @@ def test_outputs_only_reads_the_last_deployment(tmp_path: Path, ssh_key: Path) -
 def test_destroy_deletes_the_group_once(tmp_path: Path, ssh_key: Path) -> None:
     plane = FakeArmControlPlane(group_exists=True)
     d = deployer(tmp_path, ssh_key, plane)
-    assert d.destroy() is True
-    assert d.destroy() is False
+    assert d.destroy() is not None
+    assert d.destroy() is None
     assert plane.names().count("resource_groups.begin_delete") == 1
+
+
+def test_destroy_purges_what_blocks_a_redeploy_and_says_what_remains_until_when(tmp_path: Path, ssh_key: Path) -> None:
+    plane = FakeArmControlPlane(group_exists=True)
+    report = deployer(tmp_path, ssh_key, plane).destroy()
+    assert report is not None
+    names = plane.names()
+    # the workspace is purged BEFORE the group goes (deleting the group would only soft-delete it for 14 days)
+    purge = names.index("delete_by_id")
+    assert plane.calls[purge][1] == ("tickcast-dev-mlw", {"forceToPurge": "true"})
+    assert purge < names.index("resource_groups.begin_delete")
+    after = names[names.index("resource_groups.begin_delete") :]
+    assert "DELETE Microsoft.ApiManagement/locations/westeurope/deletedservices/tickcast-dev-apim-x" in after
+    assert "DELETE Microsoft.Authorization/roleDefinitions/r1" in after  # the group's invoker role
+    assert "DELETE Microsoft.Authorization/roleDefinitions/r2" not in names  # not ours
+    assert not any(n.endswith("/purge") for n in names)  # purge protection: the vault cannot be purged
+    assert report.purged == [
+        "AML workspace tickcast-dev-mlw (deleted with forceToPurge)",
+        "API Management tickcast-dev-apim-x (soft-deleted copy purged)",
+        "custom role 'tickcast-dev endpoint invoker (tickcast-dev)'",
+    ]
+    vault = next(line for line in report.remaining if line.startswith("Key Vault"))
+    assert "kv-dev-x stays soft-deleted until 2027-03-06" in vault and "deploy-cloud` to resource group" in vault
+
+
+def test_a_vault_without_purge_protection_is_purged(tmp_path: Path, ssh_key: Path) -> None:
+    plane = FakeArmControlPlane(group_exists=True)
+    plane.vaults[0]["properties"]["enablePurgeProtection"] = False
+    report = deployer(tmp_path, ssh_key, plane).destroy()
+    assert report is not None and "Key Vault kv-dev-x (soft-deleted copy purged)" in report.purged
+    assert "POST Microsoft.KeyVault/locations/westeurope/deletedVaults/kv-dev-x/purge" in plane.names()
+
+
+def test_the_next_deploy_recovers_the_groups_soft_deleted_vault(tmp_path: Path, ssh_key: Path) -> None:
+    plane = FakeArmControlPlane(group_exists=True)
+    d = deployer(tmp_path, ssh_key, plane)
+    d.destroy()
+    fresh = deployer(tmp_path, ssh_key, plane)
+    fresh.deploy(fresh.plan())
+    (_, (_, _, body)) = next(c for c in plane.calls if c[0] == "deployments.begin_create_or_update")
+    assert body.properties.parameters["keyVaultCreateMode"].value == "recover"
+    plane.deleted_vaults.clear()
+    plane.calls.clear()
+    again = deployer(tmp_path, ssh_key, plane)
+    again.deploy(again.plan())
+    (_, (_, _, body)) = next(c for c in plane.calls if c[0] == "deployments.begin_create_or_update")
+    assert "keyVaultCreateMode" not in body.properties.parameters  # the template's default: a new vault
+
+
+def test_a_login_lost_while_waiting_is_one_line_and_resume_waits_again(tmp_path: Path, ssh_key: Path) -> None:
+    plane = FakeArmControlPlane()
+    plane.lose_login_after = 1
+    d = deployer(tmp_path, ssh_key, plane)
+    with pytest.raises(cloud_deploy.LoginLostError) as info:
+        d.deploy(d.plan())
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert "lost the Azure login while waiting for deployment tickcast-dev" in message
+    assert "your Azure login has expired (AADSTS700024)" in message
+    assert "`tickcast deploy-cloud --resume --env dev`" in message
+    assert not (tmp_path / "out" / "dev.env").exists()
+
+    plane.lose_login_after = None
+    plane.running_gets = 2  # still running for two more polls
+    result = deployer(tmp_path, ssh_key, plane).resume()
+    assert result.outputs == OUTPUTS and (tmp_path / "out" / "dev.env").is_file()
+    assert plane.names().count("deployments.get") == 3
+
+
+def test_resume_without_a_deployment_says_so(tmp_path: Path, ssh_key: Path) -> None:
+    with pytest.raises(CloudDeployError, match="nothing to resume"):
+        deployer(tmp_path, ssh_key, FakeArmControlPlane()).resume()
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            "AADSTS700082: The refresh token has expired due to inactivity.",
+            "your Azure login has expired (AADSTS700082)",
+        ),
+        (
+            "AADSTS700024: Client assertion is not within its valid time range.",
+            "your Azure login has expired (AADSTS7000",
+        ),
+        ("Please run 'az login' to setup account.", "not logged in to Azure: run `az login`"),
+    ],
+)
+def test_an_expired_login_is_told_from_a_missing_one(message: str, expected: str) -> None:
+    line = cloud_deploy.login_problem(ClientAuthenticationError(message=message))
+    assert line.startswith(expected) and "\n" not in line and message[:30] in line
+
+
+def test_in_azure_pipelines_the_control_plane_credential_renews_its_federated_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from azure.identity import AzurePipelinesCredential
+
+    from tickcast.azure import PIPELINES_VARIABLES, control_plane_credential
+
+    settings = load_settings(_env_file=None)
+    assert not isinstance(control_plane_credential(settings), AzurePipelinesCredential)
+    for name in PIPELINES_VARIABLES:
+        monkeypatch.setenv(name, "00000000-0000-4000-8000-0000000000aa")
+    assert isinstance(control_plane_credential(settings), AzurePipelinesCredential)
+    monkeypatch.setenv("SYSTEM_ACCESSTOKEN", "")  # not mapped into the task: the CLI login as before
+    assert not isinstance(control_plane_credential(settings), AzurePipelinesCredential)
 
 
 def test_no_subscription_names_the_variable(tmp_path: Path, ssh_key: Path) -> None:
@@ -633,6 +821,8 @@ def test_cli_deploy_what_if_and_destroy(cli_env: FakeArmControlPlane, tmp_path: 
     assert "resource_groups.begin_delete" not in cli_env.names()
     gone = runner.invoke(app, ["destroy-cloud"], input="tickcast-dev\n")
     assert gone.exit_code == 0 and "deleted resource group tickcast-dev" in gone.output, gone.output
+    assert "purged: AML workspace tickcast-dev-mlw" in gone.output
+    assert "remains: Key Vault kv-dev-x stays soft-deleted until 2027-03-06" in gone.output
     again = runner.invoke(app, ["destroy-cloud", "--yes"])
     assert again.exit_code == 0 and "does not exist" in again.output
 

@@ -48,7 +48,7 @@ from tickcast.release.aml import (
 from tickcast.release.local import LocalEndpointDeployer
 from tickcast.release.smoke_bars import LakeSmokeBars
 from tickcast.release.state import DeployError, DeployReport
-from tickcast.release.targets import deployer_for
+from tickcast.release.targets import deployer_for, version_to_serve
 from tickcast.retrain import Deployer
 from tickcast.settings import Settings, load_settings
 
@@ -970,3 +970,47 @@ def test_the_missing_workspace_coordinates_name_their_variables(cloud_settings: 
         deployer.deploy("1")
     for var in ("TICKCAST_AML__SUBSCRIPTION_ID", "TICKCAST_AML__RESOURCE_GROUP", "TICKCAST_AML__WORKSPACE"):
         assert var in str(err.value)
+
+
+# --- what should serve: production, else the newest baseline -----------------------------------------------------
+
+
+class TaggedRegistry:
+    """The registry calls ``version_to_serve`` makes: an alias lookup and the list of versions with their tags."""
+
+    def __init__(self, production: str | None, versions: dict[str, dict[str, str]]) -> None:
+        self.production = production
+        self.tagged = versions
+
+    def version(self, alias: str) -> Any:
+        return SimpleNamespace(version=self.production) if alias == "production" and self.production else None
+
+    def versions(self) -> list[Any]:
+        return [SimpleNamespace(version=v, tags=tags) for v, tags in self.tagged.items()]
+
+
+def test_what_should_serve_is_production_else_the_newest_baseline_else_nothing() -> None:
+    baseline, lstm = {"model_kind": "baseline"}, {"model_kind": "lstm-attention"}
+    versions = {"1": baseline, "2": lstm, "10": baseline}
+    assert version_to_serve(TaggedRegistry("2", versions)) == ("2", "the production alias")
+    fresh = TaggedRegistry(None, versions)
+    chosen = version_to_serve(fresh)
+    assert chosen is not None and chosen[0] == "10" and "newest baseline" in chosen[1]  # 10 > 1: numbers, not text
+    assert version_to_serve(TaggedRegistry(None, {"3": {"model_kind": "lstm-attention"}})) is None
+
+
+def test_deploy_without_a_version_on_an_empty_registry_is_no_model_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tickcast import cli
+
+    class Nothing:
+        registry = TaggedRegistry(None, {})
+
+        def deploy(self, version: str) -> Any:
+            raise AssertionError("nothing to deploy")
+
+    monkeypatch.setattr("tickcast.release.targets.deployer_for", lambda settings=None: Nothing())
+    result = CliRunner().invoke(cli.app, ["deploy"])
+    assert result.exit_code == cli.NO_MODEL_EXIT == 3
+    assert "no model yet" in result.output and "nothing was deployed" in result.output

@@ -33,6 +33,7 @@ from azure.core.exceptions import (
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from emulators.aml_endpoint.app import create_app as create_stand_in
 from emulators.apim.app import create_app as create_gateway
 from tests.support.models import NEEDED, make_bars
 from tests.support.public_api import (
@@ -624,9 +625,11 @@ def test_smoke_passes_through_the_gateway(gateway: TestClient) -> None:
         ("GET /api/predictions/SPY", 200, 200),
         ("GET /api/predictions/SPY", 200, 200),
         ("no subscription key", 401, 401),
+        ("POST /api/predict with a session of bars", 200, 200),
         ("POST /api/predict with too few bars", 422, 422),
         ("unknown symbol", 404, 404),
     ]
+    assert report.status == "PASS"
     rows = report.rows()
     assert rows[0]["ok"] is True and "predicted_close" in rows[0]["detail"]
     assert "PASS" in report.table() and "FAIL" not in report.table()
@@ -639,13 +642,51 @@ def test_smoke_reports_what_failed(gateway: TestClient) -> None:
     assert set(failed) == {
         "GET /api/predictions/SPY",
         "GET /api/predictions/BAC",
+        "POST /api/predict with a session of bars",
         "POST /api/predict with too few bars",
         "unknown symbol",
     }
+    assert report.status == "FAIL"
     assert failed["GET /api/predictions/SPY"].status == 401 and "invalid subscription key" in (
         failed["GET /api/predictions/SPY"].detail
     )
     assert "FAIL" in report.table()
+
+
+def empty_lake() -> Lake:
+    return Lake(MemoryContainer())  # type: ignore[arg-type]
+
+
+def gateway_to(api: FastAPI) -> TestClient:
+    cfg = load_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
+    app = create_gateway(cfg, backend_url="http://function", transport=httpx.ASGITransport(app=api))
+    return TestClient(app, base_url="http://gateway")
+
+
+def test_smoke_on_a_new_environment_says_no_model_yet_not_fail(tmp_path: Path) -> None:
+    """An endpoint with no deployment and an empty lake: the first pipeline run of a new environment."""
+    empty = create_stand_in(api_settings(), state_dir=tmp_path / "endpoint", model_loader=lambda v: tmp_path, seed=1)
+    api = create_app(api_settings(), lake=empty_lake(), endpoint_transport=httpx.ASGITransport(app=empty))
+    with gateway_to(api) as client:
+        report = smoke("http://gateway", SUB_KEY, ["SPY"], client=client)
+    assert report.status == "NO MODEL YET" and report.no_model and not report.ok, report.table()
+    waiting = {c.name: c.waiting for c in report.checks if c.result == "WAIT"}
+    assert waiting == {
+        "GET /api/predictions/SPY": "no data yet",  # the lake is empty too
+        "POST /api/predict with a session of bars": "no model yet",
+        "POST /api/predict with too few bars": "no model yet",
+    }
+    assert {c.name for c in report.checks if c.ok} == {"no subscription key", "unknown symbol"}
+    assert "NO MODEL YET" in report.table() and "WAIT" in report.table()
+
+
+def test_smoke_with_a_model_but_an_empty_lake_passes_and_says_it_waits_for_data(stand_in: FastAPI) -> None:
+    api = create_app(api_settings(), lake=empty_lake(), endpoint_transport=httpx.ASGITransport(app=stand_in))
+    with gateway_to(api) as client:
+        report = smoke("http://gateway", SUB_KEY, ["SPY"], client=client)
+    assert report.status == "PASS", report.table()
+    get = report.checks[0]
+    assert get.result == "WAIT" and get.waiting == "no data yet" and "no_bars" in get.detail
 
 
 def test_predict_returns_the_body_or_raises_the_apis_message(gateway: TestClient) -> None:

@@ -5,8 +5,8 @@ Aliases (MLflow stages are deprecated and not used):
 * ``production`` — what the endpoint serves; ``previous`` — what it served before (the rollback target);
   ``challenger`` — the latest candidate.
 
-Version tags: where the training data came from, which symbols the model knows, the gate's verdict, and when
-the version last became production (aliases carry no time in MLflow).
+Version tags: where the training data came from, which symbols the model knows, the gate's verdict, when
+the version last became production (aliases carry no time in MLflow), and which kind of forecaster it is.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from typing import Final
 
 __all__ = [
     "ALIASES",
+    "BASELINE_KIND",
     "CHALLENGER",
     "DATASET_HASH",
     "DATA_WINDOW_END",
     "DATA_WINDOW_START",
     "GIT_COMMIT",
+    "MODEL_KIND",
     "PREVIOUS",
     "PRODUCTION",
     "PROMOTED_AT",
@@ -47,3 +49,5 @@ SYMBOLS: Final = "symbols"  # comma-separated symbols the model has scalers for
 PROMOTED_AT: Final = "promoted_at"  # when the version last became production (ISO-8601 UTC)
 PROMOTION_VERDICT: Final = "promotion_verdict"  # "promote" | "keep_champion"
 SKILL_VS_PERSISTENCE: Final = "skill_vs_persistence"
+MODEL_KIND: Final = "model_kind"  # which forecaster the version is, e.g. "baseline"
+BASELINE_KIND: Final = "baseline"  # MODEL_KIND of a baseline version: what a new environment serves first

@@ -181,6 +181,9 @@ def _routed(traffic: Mapping[str, int]) -> dict[str, int]:
 class Deployment(Protocol):
     """Blue/green deployment of registered model versions (satisfies :class:`tickcast.retrain.Deployer`)."""
 
+    @property
+    def registry(self) -> RegistryLike: ...
+
     def current(self) -> EndpointState: ...
 
     def deploy(self, version: str) -> DeployReport: ...
