@@ -77,7 +77,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.upper().startswith(("TICKCAST_", "AZURE_", "IDENTITY_", "MSI_", "IMDS_")):
             monkeypatch.delenv(name)
-    monkeypatch.setattr(cloud_deploy, "_az_subscription", lambda: None)
+    monkeypatch.setattr(cloud_deploy.deployer, "_az_subscription", lambda: None)
 
 
 @pytest.fixture
@@ -793,7 +793,7 @@ def cli_env(tmp_path: Path, ssh_key: Path, monkeypatch: pytest.MonkeyPatch) -> F
         ("cloud_deploy", "apim_publisher_email"): "ops@example.com",
     }.items():
         monkeypatch.setenv(env_name(*key), str(value))
-    monkeypatch.setattr(cloud_deploy, "AzureControlPlane", lambda credential, subscription: plane)
+    monkeypatch.setattr(cloud_deploy.deployer, "AzureControlPlane", lambda credential, subscription: plane)
     monkeypatch.setattr("tickcast.azure.credential", lambda settings=None: FakeCredential())
     return plane
 
