@@ -73,6 +73,13 @@ class AirflowClient:
             params["state"] = state
         return list(self._call("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"])
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> Any:
+        """A task try's log: ``{"content": [...]}`` (structured events in Airflow 3) or text."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        return self._call(
+            "GET", path, attempts=1, params={"full_content": "true"}, headers={"Accept": "application/json"}
+        )
+
     def mark_run(self, dag_id: str, run_id: str, state: str) -> None:
         """Set a run's state (``success`` / ``failed`` / ``queued``), as the UI's "mark as" does."""
         self._call("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": state})
