@@ -94,6 +94,8 @@ def mutations(rng: random.Random) -> list[Callable[[Body], None]]:
         set_field("ts", 1717421430),  # epoch seconds off the minute
         set_field("ts", 1717421400.5),
         set_field("ts", -60),
+        set_field("ts", "1969-12-31T23:59:00Z"),  # canonical, but before 1970
+        set_field("ts", "0001-01-01T00:00:00+01:00"),  # off UTC and out of epoch range
         set_field("ts", 1e300),
         set_field("ts", False),
         set_field("ts", [1]),
@@ -140,7 +142,7 @@ def test_every_variant_gets_the_same_verdict_message_and_bars_on_both_paths() ->
     rng = random.Random(5)
     changes = mutations(rng)
     outcomes = {"accepted": 0, "refused": 0}
-    for i in range(400):
+    for i in range(500):
         body = valid_body(rng)
         for change in rng.sample(changes, k=1 + (i % 3 == 0)):
             change(body)

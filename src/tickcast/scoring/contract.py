@@ -324,12 +324,15 @@ def _decode(raw: str | bytes | bytearray | Mapping[str, Any]) -> Any:
 
 
 def _fast_ts(values: list[Any]) -> npt.NDArray[np.int64] | None:
-    """Epoch seconds when every ts is canonical (``YYYY-MM-DDTHH:MM:SSZ``/``+00:00`` or plain numbers)."""
+    """Epoch seconds when every ts is canonical (``YYYY-MM-DDTHH:MM:SSZ``/``+00:00`` or plain numbers) and not
+    before 1970; ``None`` sends the body to the pydantic path, which refuses it with the contract's message."""
     kinds = set(map(type, values))
     if kinds == {str}:
         if not all(_UTC_SECOND_RE.match(v) for v in values):
             return None
         ts = np.array([v[:19] for v in values], dtype="datetime64[s]").astype(np.int64)
+        if (ts < 0).any():  # before 1970: pydantic refuses it and says so
+            return None
     elif kinds and kinds <= _NUMBER_TYPES:
         try:
             seconds = np.array(values, dtype=np.float64)
