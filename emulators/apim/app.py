@@ -13,7 +13,10 @@ APIM's order and with APIM's error bodies (``{"statusCode": N, "message": "..."}
 2. **Inbound policy**, in document order: ``rate-limit-by-key`` → 429 + ``Retry-After`` (a sliding window, as
    APIM documents it: at most ``calls`` calls in any ``renewal-period`` seconds); ``quota-by-key`` → 403 +
    ``Retry-After`` (fixed windows, each starting at a key's first counted call); ``set-header`` /
-   ``set-query-parameter`` on the forwarded request. Rejected calls are not counted. Like APIM, the gateway
+   ``set-query-parameter`` on the forwarded request; ``validate-content`` → **413** when the body is longer than
+   ``max-size`` (``Content-Length`` is checked before anything is read; a chunked body is counted while it is read;
+   a gzip/deflate body is measured decompressed, like APIM), **400** when a body's media type is not one of the
+   ``<content type>`` ones. Rejected calls are not counted. Like APIM, the gateway
    itself forwards the subscription key; the policy's ``set-header``/``set-query-parameter`` ``delete``
    removes it.
 3. **Forwarding**: the path and query are kept, hop-by-hop headers dropped, ``X-Forwarded-For`` (appended),
@@ -23,7 +26,8 @@ APIM's order and with APIM's error bodies (``{"statusCode": N, "message": "..."}
 
 Backend failures never hang: a refused or broken connection answers **502**, no answer within the timeout
 **504** (real APIM answers 500 for both; the distinct codes tell a local user at once that the Function app
-is down or slow rather than failing). ``GET /status-0123456789abcdef`` (APIM's own health path) answers 200
+is down or slow rather than failing). Neither body names the backend's address (it is logged).
+``GET /status-0123456789abcdef`` (APIM's own health path) answers 200
 without a key and is the stack's health check.
 """
 
@@ -34,6 +38,7 @@ import hmac
 import logging
 import math
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -51,6 +56,7 @@ from emulators.apim.policy import (
     RateLimitByKey,
     SetHeader,
     SetQueryParameter,
+    ValidateContent,
     load_policy,
 )
 from tickcast.endpoint.http_transport import AiohttpTransport
@@ -172,6 +178,56 @@ def _apply(items: Headers, step: SetHeader | SetQueryParameter, *, case_insensit
     return [(n, v) for n, v in items if not same(n)] + added  # override
 
 
+# --- request bodies -------------------------------------------------------------------------------
+
+
+class BodyTooLarge(Exception):
+    """The request body is longer than a ``validate-content`` ``max-size``; ``size`` is what was seen so far."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(size, limit)
+        self.size, self.limit = size, limit
+
+
+def body_too_large(size: int, limit: int, *, at_least: bool) -> JSONResponse:
+    """APIM's 413 for ``validate-content`` (its ``RequestBodyTooLarge`` message)."""
+    length = f"at least {size}" if at_least else str(size)
+    return apim_error(
+        413, f"Request's body is {length} bytes long, which exceeds the configured limit of {limit} bytes."
+    )
+
+
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+async def read_body(request: Request, limit: int | None) -> bytes:
+    """The whole request body; with ``limit``, :class:`BodyTooLarge` as soon as it (decompressed, for a
+    gzip/deflate ``Content-Encoding``) exceeds ``limit`` bytes — never more than ``limit`` + one chunk in memory."""
+    if limit is None:
+        return await request.body()
+    encoding = (request.headers.get("content-encoding") or "").strip().lower()
+    decoder = zlib.decompressobj(_DECODERS[encoding]) if encoding in _DECODERS else None
+    chunks: list[bytes] = []
+    raw = size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        raw += len(chunk)
+        if decoder is None:
+            size = raw
+        else:
+            try:
+                size += len(decoder.decompress(decoder.unconsumed_tail + chunk, limit + 1 - size))
+            except zlib.error:
+                return b"".join(chunks)  # not what it says it is: the backend answers for it, as APIM would let it
+        if size > limit:
+            raise BodyTooLarge(size, limit)
+    return b"".join(chunks)
+
+
+def _media_type(headers: Headers) -> str:
+    return (_first(headers, "content-type", case_insensitive=True) or "").split(";", 1)[0].strip().lower()
+
+
 def _first(items: Headers, name: str, *, case_insensitive: bool) -> str | None:
     for n, v in items:
         if (n.lower() == name.lower()) if case_insensitive else (n == name):
@@ -255,6 +311,7 @@ class Gateway:
         now = self.clock()
         extra: Headers = []  # rate-limit headers for the response
         original_query = list(query)
+        body: bytes | None = None
         for i, step in enumerate(self.policy.inbound):
             if isinstance(step, RateLimitByKey):
                 allowed, remaining, wait = self._rate[i].hit(_counter_key(step, sub_id), now)
@@ -278,15 +335,54 @@ class Gateway:
                         f"Out of call volume quota. Quota will be replenished in {format_replenish(seconds)}.",
                         headers={"Retry-After": str(seconds)},
                     )
+            elif isinstance(step, ValidateContent):
+                refused, body = await self.validate_content(request, step, headers, body)
+                if refused is not None:
+                    return refused
             elif isinstance(step, SetHeader):
                 headers = _apply(headers, step, case_insensitive=True)
             else:
                 query = _apply(query, step, case_insensitive=False)
 
-        return await self.forward(request, headers, query if query != original_query else None, raw_query, extra)
+        if body is None:
+            body = await request.body()
+        changed_query = query if query != original_query else None
+        return await self.forward(request, headers, changed_query, raw_query, extra, body)
+
+    async def validate_content(
+        self, request: Request, step: ValidateContent, headers: Headers, body: bytes | None
+    ) -> tuple[Response | None, bytes | None]:
+        """``<validate-content>`` on the request: (the refusal or None, the body if it had to be read)."""
+        length = _first(headers, "content-length", case_insensitive=True)
+        declared = int(length) if length is not None and length.strip().isdigit() else None
+        encoded = bool((_first(headers, "content-encoding", case_insensitive=True) or "").strip())
+        if step.size_exceeded_action == "prevent":
+            if declared is not None and not encoded and declared > step.max_size:  # refused before reading a byte
+                log.warning("request body of %d bytes exceeds validate-content max-size %d", declared, step.max_size)
+                return body_too_large(declared, step.max_size, at_least=False), body
+            if body is None:
+                try:
+                    body = await read_body(request, step.max_size)
+                except BodyTooLarge as err:
+                    log.warning("request body of %d+ bytes exceeds validate-content max-size %d", err.size, err.limit)
+                    return body_too_large(err.size, err.limit, at_least=True), None
+        elif step.size_exceeded_action == "detect":
+            if body is None:
+                body = await request.body()
+            if len(body) > step.max_size:  # APIM only logs it
+                log.warning("request body of %d bytes exceeds validate-content max-size %d", len(body), step.max_size)
+        has_body = declared > 0 if declared is not None else (body is None or len(body) > 0)
+        media = _media_type(headers)
+        if has_body and step.unspecified_content_type_action != "ignore" and media not in step.content_types:
+            log.warning("request content type %r is not one of %s", media, step.content_types)
+            if step.unspecified_content_type_action == "prevent":
+                allowed = ", ".join(step.content_types) or "none"
+                shown = media or "(none)"
+                return apim_error(400, f"Content type {shown} is not allowed; send one of: {allowed}."), body
+        return None, body
 
     async def forward(
-        self, request: Request, headers: Headers, query: Headers | None, raw_query: str, extra: Headers
+        self, request: Request, headers: Headers, query: Headers | None, raw_query: str, extra: Headers, body: bytes
     ) -> Response:
         client_host = request.client.host if request.client else None
         out: Headers = [(n, v) for n, v in headers if n.lower() not in _NOT_FORWARDED_REQUEST]
@@ -303,7 +399,6 @@ class Gateway:
         path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         qs = urlencode(query) if query is not None else raw_query
         url = self.backend_url + path + (f"?{qs}" if qs else "")
-        body = await request.body()
 
         client = self.open_client()
         try:
@@ -319,7 +414,7 @@ class Gateway:
             return apim_error(504, f"Gateway timeout: the backend did not answer within {self.timeout_s:g} s.")
         except httpx.TransportError as err:
             log.warning("backend %s unreachable: %r", url, err)
-            return apim_error(502, f"Bad gateway: the backend {self.backend_url} is unreachable ({err}).")
+            return apim_error(502, "Bad gateway: the backend service is unreachable; try again shortly.")
 
         keep_length = request.method == "HEAD"  # a HEAD response announces the length of the GET body
         resp_headers: Headers = []

@@ -6,7 +6,11 @@ what it claims to enforce and loud about what it does not:
 * **Implemented** (applied in document order): ``rate-limit-by-key`` and ``quota-by-key`` (inbound only,
   counter key ``@(context.Subscription.Id)`` or a literal string), ``set-header`` (inbound and outbound) and
   ``set-query-parameter`` (inbound) with literal ``<value>`` elements and ``exists-action`` override, skip,
-  append or delete. ``<base />`` is a no-op: there is no product or global scope locally.
+  append or delete; ``validate-content`` (inbound) as a request body size limit and content-type check:
+  ``max-size`` bytes at most (413; the decompressed size of a gzip/deflate body, like APIM), the
+  ``<content type=…>`` children as the allowed media types when ``unspecified-content-type-action="prevent"``
+  (400 otherwise), ``action="ignore"`` on each ``<content>`` (the gateway validates no schemas).
+  ``<base />`` is a no-op: there is no product or global scope locally.
 * **Refused** (:class:`PolicyError`, the gateway does not start): a policy element that can *reject* or
   *authenticate* a caller and that the gateway does not implement (``ip-filter``, ``validate-jwt``,
   ``check-header``, ``rate-limit``, ``quota``, ``return-response``, ...), also when nested in ``choose``; an
@@ -40,6 +44,9 @@ EXISTS_ACTIONS: tuple[ExistsAction, ...] = ("override", "skip", "append", "delet
 SUBSCRIPTION_ID = "@(context.Subscription.Id)"
 RATE_LIMIT_MAX_PERIOD_S = 300  # APIM: rate-limit-by-key renewal-period "maximum allowed value: 300 seconds"
 QUOTA_MIN_PERIOD_S = 300  # APIM: quota-by-key renewal-period "minimum period: 300 seconds" (0 = lifetime)
+VALIDATE_CONTENT_MAX_SIZE = 4 * 1024 * 1024  # APIM: validate-content max-size "maximum value: 4 MB"
+ValidationAction = Literal["ignore", "prevent", "detect"]
+VALIDATION_ACTIONS: tuple[ValidationAction, ...] = ("ignore", "prevent", "detect")
 
 # Policies that can reject, throttle or authenticate a caller: not enforcing one of them locally would let
 # requests through that the cloud gateway turns away, so a policy that uses one is refused at startup.
@@ -114,6 +121,22 @@ class SetQueryParameter:
 
 
 @dataclass(frozen=True)
+class ValidateContent:
+    """``<validate-content>`` on the request: body size (413 past ``max_size`` bytes) and content type (400).
+
+    ``size_exceeded_action`` / ``unspecified_content_type_action``: ``prevent`` rejects, ``detect`` only logs,
+    ``ignore`` does nothing (APIM's meanings). ``content_types`` are the ``<content type=…>`` media types.
+    ``errors_variable_name`` is kept for the record: APIM logs the errors there; nothing reads it locally.
+    """
+
+    max_size: int
+    size_exceeded_action: ValidationAction = "prevent"
+    unspecified_content_type_action: ValidationAction = "prevent"
+    content_types: tuple[str, ...] = ()
+    errors_variable_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Unsupported:
     """A policy element the gateway does not implement and skips (reported at startup)."""
 
@@ -125,7 +148,7 @@ class Unsupported:
         return f"<{self.element}> in <{self.section}>: {self.reason}"
 
 
-Step = RateLimitByKey | QuotaByKey | SetHeader | SetQueryParameter
+Step = RateLimitByKey | QuotaByKey | SetHeader | SetQueryParameter | ValidateContent
 
 
 @dataclass(frozen=True)
@@ -144,6 +167,10 @@ class Policy:
     @property
     def quotas(self) -> tuple[QuotaByKey, ...]:
         return tuple(s for s in self.inbound if isinstance(s, QuotaByKey))
+
+    @property
+    def content_validations(self) -> tuple[ValidateContent, ...]:
+        return tuple(s for s in self.inbound if isinstance(s, ValidateContent))
 
     @property
     def inbound_headers(self) -> tuple[SetHeader, ...]:
@@ -174,6 +201,12 @@ def _describe_step(step: Step) -> str:
             return f"rate-limit-by-key {step.calls} calls / {step.renewal_period} s (sliding) per {step.counter_key}"
         case QuotaByKey():
             return f"quota-by-key {step.calls} calls / {step.renewal_period} s (fixed window) per {step.counter_key}"
+        case ValidateContent():
+            types = ", ".join(step.content_types) or "none"
+            return (
+                f"validate-content body <= {step.max_size} bytes ({step.size_exceeded_action}), content types "
+                f"{types} (others: {step.unspecified_content_type_action})"
+            )
         case SetHeader() | SetQueryParameter():
             kind = "set-header" if isinstance(step, SetHeader) else "set-query-parameter"
             shown = "" if step.exists_action == "delete" else " = " + ", ".join(repr(v) for v in step.values)
@@ -250,6 +283,11 @@ class _Parser:
     def element(self, section: Section, el: ET.Element) -> None:
         tag = el.tag
         if tag == "base":
+            return
+        if tag == "validate-content":
+            if section != "inbound":
+                raise self.fail(section, el, "implemented only in <inbound> (the local gateway validates no responses)")
+            self.inbound.append(self.validate_content(section, el))
             return
         if tag in ACCESS_RESTRICTING:
             raise self.fail(
@@ -398,6 +436,81 @@ class _Parser:
                 section, el, f"renewal-period must be at least {QUOTA_MIN_PERIOD_S} s in APIM, got {period}"
             )
         return QuotaByKey(calls=calls, renewal_period=period, counter_key=self._counter_key(section, el))
+
+    def _action(self, section: Section, el: ET.Element, attr: str) -> ValidationAction:
+        raw = el.get(attr)
+        if raw is None:
+            raise self.fail(section, el, f"attribute {attr!r} is required")
+        if _EXPRESSION.match(raw):
+            raise self.fail(section, el, f"{attr}={raw!r}: policy expressions are not supported locally")
+        value = raw.strip().lower()
+        for action in VALIDATION_ACTIONS:
+            if action == value:
+                return action
+        raise self.fail(section, el, f"{attr}={raw!r} (expected one of {', '.join(VALIDATION_ACTIONS)})")
+
+    def validate_content(self, section: Section, el: ET.Element) -> ValidateContent:
+        self._check_attrs(
+            section,
+            el,
+            known=("unspecified-content-type-action", "max-size", "size-exceeded-action", "errors-variable-name"),
+            refused={},
+            ignored={},
+        )
+        if _EXPRESSION.match(el.get("errors-variable-name") or ""):
+            raise self.fail(section, el, "errors-variable-name does not allow policy expressions (APIM)")
+        max_size = self._int(section, el, "max-size")
+        if not 1 <= max_size <= VALIDATE_CONTENT_MAX_SIZE:
+            limit = VALIDATE_CONTENT_MAX_SIZE
+            raise self.fail(section, el, f"max-size must be 1..{limit} bytes in APIM, got {max_size}")
+        types: list[str] = []
+        for child in el:
+            if child.tag != "content":
+                raise self.fail(
+                    section,
+                    el,
+                    f"child <{child.tag}> is not implemented locally (only <content> is); it changes which content "
+                    "type a body is checked as",
+                )
+            self._check_attrs(
+                section,
+                child,
+                known=(
+                    "type",
+                    "validate-as",
+                    "action",
+                    "schema-id",
+                    "schema-ref",
+                    "allow-additional-properties",
+                    "case-insensitive-property-names",
+                ),
+                refused={},
+                ignored={},
+            )
+            media = (child.get("type") or "").strip().lower()
+            if not media or _EXPRESSION.match(media):
+                raise self.fail(section, el, "<content> needs a literal 'type' (e.g. application/json)")
+            if (child.get("validate-as") or "").strip().lower() not in ("json", "xml", "soap"):
+                raise self.fail(section, el, f"<content type={media!r}>: validate-as must be json, xml or soap")
+            action = self._action(section, child, "action")
+            if action == "prevent":
+                raise self.fail(
+                    section,
+                    el,
+                    f"<content type={media!r} action='prevent'> validates bodies against the API schema, which the "
+                    "local gateway does not implement; refusing to start (use action='ignore', the Function app "
+                    "validates every body itself)",
+                )
+            if action == "detect":
+                self.skip(section, child, f"schema validation of {media} only logged by APIM; NOT done locally")
+            types.append(media)
+        return ValidateContent(
+            max_size=max_size,
+            size_exceeded_action=self._action(section, el, "size-exceeded-action"),
+            unspecified_content_type_action=self._action(section, el, "unspecified-content-type-action"),
+            content_types=tuple(types),
+            errors_variable_name=el.get("errors-variable-name") or None,
+        )
 
     # -- set-header / set-query-parameter ------------------------------------------------------------
 

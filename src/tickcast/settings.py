@@ -226,6 +226,13 @@ class ServingSettings(BaseModel):
     )
     request_timeout_ms: int = Field(5000, ge=100, description="scoring request timeout (AML's default is 5000)")
     min_bars: int = Field(0, ge=0, description="bars a caller must send at least (0 = what the model's window needs)")
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description="longest request body the Function app reads (413 past it); the default equals the gateway's "
+        "validate-content max-size in cloud/apim/policy.xml (APIM allows at most 4 MB)",
+    )
 
 
 class GatewaySettings(BaseModel):

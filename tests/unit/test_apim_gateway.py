@@ -9,6 +9,7 @@ tmp_path, and the windows are driven by an injected clock.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import threading
 import time
@@ -62,7 +63,7 @@ class Backend:
                 "path": "/" + path,
                 "query": list(request.query_params.multi_items()),
                 "headers": {k.lower(): v for k, v in request.headers.items()},
-                "body": body.decode(),
+                "body": body.decode("utf-8", "replace"),
             }
             self.seen.append(record)
             status = 404 if path.startswith("missing") else 200
@@ -182,6 +183,17 @@ def test_committed_policy_parses_to_what_the_xml_says() -> None:
     assert inbound["X-Forwarded-By"] == SetHeader("X-Forwarded-By", ("tickcast-apim",), "override")
     assert [q.name for q in policy.inbound_query] == ["subscription-key"]
     assert {h.name for h in policy.outbound_headers} == {"X-Powered-By", "X-Tickcast-Gateway"}
+    (content,) = policy.content_validations
+    xml = ET.parse(POLICY_FILE).getroot().find("inbound/validate-content")
+    assert xml is not None
+    assert content.max_size == int(xml.attrib["max-size"]) <= 4 * 1024 * 1024  # APIM's largest max-size
+    assert content.size_exceeded_action == content.unspecified_content_type_action == "prevent"
+    assert content.content_types == ("application/json",)
+
+
+def test_the_functions_body_limit_defaults_to_the_gateways() -> None:
+    (content,) = load_policy(POLICY_FILE).content_validations
+    assert load_settings(_env_file=None).serving.max_body_bytes == content.max_size
 
 
 def test_default_settings_point_at_the_committed_policy() -> None:
@@ -352,6 +364,67 @@ def test_replenish_time_format() -> None:
     assert format_replenish(3 * 3600 + 5) == "03:00:05"
 
 
+# --- request bodies (validate-content) -------------------------------------------------------------------------
+
+
+def test_a_body_over_the_committed_max_size_is_413_and_never_forwarded(settings: Settings, backend, seen) -> None:
+    (content,) = load_policy(POLICY_FILE).content_validations
+    limit = content.max_size
+    json_header = {SUB_HEADER: KEY_A, "Content-Type": "application/json"}
+    with gateway(settings, backend[1]) as gw:
+        r = gw.post("/api/predict", headers=json_header, content=b" " * (limit + 1))
+        assert r.status_code == 413
+        assert r.json() == {
+            "statusCode": 413,
+            "message": f"Request's body is {limit + 1} bytes long, which exceeds the configured limit of {limit} "
+            "bytes.",
+        }
+
+        async def chunks() -> Any:  # no Content-Length: counted while read
+            for _ in range(limit // 65536 + 2):
+                yield b" " * 65536
+
+        r = gw.post("/api/predict", headers=json_header, content=chunks())
+        assert r.status_code == 413 and "exceeds the configured limit" in r.json()["message"]
+        assert seen == []
+        # exactly at the limit: forwarded untouched
+        r = gw.post("/api/predict", headers=json_header, content=b" " * limit)
+        assert r.status_code == 200
+    assert len(seen) == 1 and len(seen[0]["body"]) == limit
+
+
+def test_a_compressed_body_is_measured_decompressed(settings: Settings, backend, seen, tmp_path) -> None:
+    path = write_policy(
+        tmp_path,
+        '<validate-content unspecified-content-type-action="prevent" max-size="2000" size-exceeded-action="prevent">'
+        '<content type="application/json" validate-as="json" action="ignore" /></validate-content>',
+    )
+    bomb = gzip.compress(b" " * 100_000)
+    small = gzip.compress(b'{"symbol": "SPY"}')
+    headers = {SUB_HEADER: KEY_A, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    with gateway(settings, backend[1], policy=path) as gw:
+        assert len(bomb) < 2000
+        r = gw.post("/api/predict", headers=headers, content=bomb)
+        assert r.status_code == 413 and r.json()["statusCode"] == 413
+        assert seen == []
+        assert gw.post("/api/predict", headers=headers, content=small).status_code == 200
+    assert len(seen) == 1 and seen[0]["headers"]["content-encoding"] == "gzip"  # forwarded as sent
+
+
+def test_a_body_that_is_not_json_is_400_and_bodiless_calls_pass(settings: Settings, backend, seen) -> None:
+    with gateway(settings, backend[1]) as gw:
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {SUB_HEADER: KEY_A} | ({"Content-Type": content_type} if content_type else {})
+            r = gw.post("/api/predict", headers=headers, content=b"symbol=SPY")
+            assert r.status_code == 400, content_type
+            assert r.json()["statusCode"] == 400 and "application/json" in r.json()["message"]
+        assert seen == []
+        headers = {SUB_HEADER: KEY_A, "Content-Type": "application/json; charset=utf-8"}
+        assert gw.post("/api/predict", headers=headers, content=b"{}").status_code == 200
+        assert gw.get("/api/predictions/SPY", headers={SUB_HEADER: KEY_A}).status_code == 200
+    assert [r["method"] for r in seen] == ["POST", "GET"]
+
+
 # --- backend failures ----------------------------------------------------------------------------------------
 
 
@@ -365,6 +438,8 @@ def test_backend_down_is_502_quickly(settings: Settings) -> None:
     assert r.status_code == 502
     assert r.json()["statusCode"] == 502
     assert time.monotonic() - start < 2
+    port = dead.rsplit(":", 1)[1]
+    assert "127.0.0.1" not in r.text and port not in r.text, "a public 502 must not name the backend's address"
 
 
 def test_slow_backend_is_504_not_a_hang(settings: Settings, backend, seen) -> None:
@@ -393,6 +468,19 @@ def test_slow_backend_is_504_not_a_hang(settings: Settings, backend, seen) -> No
         '<rate-limit-by-key calls="5" renewal_period="60" counter-key="@(context.Subscription.Id)" />',
         '<quota-by-key calls="5" renewal-period="60" counter-key="@(context.Subscription.Id)" />',
         '<quota-by-key calls="5" bandwidth="100" renewal-period="3600" counter-key="@(context.Subscription.Id)" />',
+        # validate-content: schema validation, content-type maps, sizes APIM refuses, unknown attributes
+        '<validate-content unspecified-content-type-action="prevent" max-size="100" size-exceeded-action="prevent">'
+        '<content type="application/json" validate-as="json" action="prevent" /></validate-content>',
+        '<validate-content unspecified-content-type-action="prevent" max-size="100" size-exceeded-action="prevent">'
+        '<content-type-map missing-content-type-value="application/json" /></validate-content>',
+        '<validate-content unspecified-content-type-action="prevent" max-size="4194305" '
+        'size-exceeded-action="prevent" />',
+        '<validate-content unspecified-content-type-action="prevent" max-size="@(100)" '
+        'size-exceeded-action="prevent" />',
+        '<validate-content unspecified-content-type-action="block" max-size="100" size-exceeded-action="prevent" />',
+        '<validate-content unspecified-content-type-action="prevent" max_size="100" size-exceeded-action="prevent" />',
+        '<choose><when condition="@(true)"><validate-content unspecified-content-type-action="prevent" '
+        'max-size="100" size-exceeded-action="prevent" /></when></choose>',
     ],
 )
 def test_policies_the_gateway_must_not_skip_stop_it(settings: Settings, tmp_path: Path, inbound: str) -> None:

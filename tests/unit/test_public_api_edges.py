@@ -90,3 +90,81 @@ def test_a_bar_before_1970_or_off_utc_is_a_422_naming_the_bar(api: TestClient, t
     # every bar at the same edge: the whole-column fast path must refuse it as well
     same = [dict(b, ts=ts) for b in bars[:1]]
     assert_error(api.post("/api/predict", json={"symbol": "SPY", "bars": same}), 422, "invalid_request", fragment)
+
+
+# --- the body size limit --------------------------------------------------------------------------------
+
+
+def _asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: Iterator[bytes]) -> tuple[int, Any, int]:
+    """POST /api/predict straight through ASGI: (status, JSON body, body chunks the app asked for)."""
+    import asyncio
+    import json
+
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        chunk = next(chunks, None)
+        pulled += chunk is not None
+        return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/predict",
+        "raw_path": b"/api/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"function"), (b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("function", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(body), pulled
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(stand_in: FastAPI, lake: Lake) -> None:
+    limit = 4096
+    app = create_app(
+        api_settings(serving={"max_body_bytes": limit}), lake=lake, endpoint_transport=httpx.ASGITransport(stand_in)
+    )
+
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b" " * 1000
+
+    # Content-Length says too much: refused before a byte of the body is read
+    status, body, pulled = _asgi_post(app, [(b"content-length", b"10000000")], endless())
+    assert status == 413 and pulled == 0
+    assert set(body) == ERROR_KEYS and body["code"] == "body_too_large", body
+    assert "10000000 bytes long" in body["error"] and f"{limit} bytes" in body["error"]
+    assert body["detail"] == {"limit": limit, "size": 10_000_000}
+    # chunked, no Content-Length: refused as soon as the limit is passed, not after the (endless) body
+    status, body, pulled = _asgi_post(app, [], endless())
+    assert status == 413 and body["code"] == "body_too_large" and "at least 5000 bytes" in body["error"]
+    assert pulled == 5
+
+
+def test_a_body_within_the_limit_is_served_and_the_limit_is_a_setting(make_api: Callable[..., TestClient]) -> None:
+    raw = httpx.Request("POST", "http://x", json={"symbol": "SPY", "bars": make_bars(NEEDED + 2, seed=5)}).content
+    roomy = make_api(settings=api_settings(serving={"max_body_bytes": len(raw)}))
+    assert roomy.post("/api/predict", content=raw, headers={"Content-Type": "application/json"}).status_code == 200
+    tight = make_api(settings=api_settings(serving={"max_body_bytes": len(raw) - 1}))
+    r = tight.post("/api/predict", content=raw, headers={"Content-Type": "application/json"})
+    body = assert_error(r, 413, "body_too_large", f"{len(raw)} bytes long")
+    assert body["detail"]["limit"] == len(raw) - 1
+    # the default (the gateway's max-size) takes the largest body the contract allows: MAX_BARS bars
+    default = make_api()
+    big = httpx.Request("POST", "http://x", json={"symbol": "SPY", "bars": make_bars(5000, seed=6)}).content
+    assert len(big) > 500_000
+    r = default.post("/api/predict", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["code"] == "not_enough_bars", r.text[:300]  # read, parsed, scored

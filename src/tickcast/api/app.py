@@ -46,6 +46,7 @@ from tickcast.api.backend import (
     resolve_symbol,
     score,
 )
+from tickcast.api.body import BODY_TOO_LARGE, parse_body, read_body
 from tickcast.endpoint.client import AsyncEndpointClient
 from tickcast.endpoint.errors import RETRY_AFTER_S
 from tickcast.errors import TickcastError
@@ -57,7 +58,6 @@ from tickcast.scoring.contract import (
     InvalidRequest,
     PredictRequest,
     PredictResponse,
-    parse_scoring_request,
 )
 from tickcast.settings import Settings, get_settings
 
@@ -104,6 +104,7 @@ GET_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 }
 POST_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     404: _error("`unknown_symbol`: not a served symbol, or one the model was not trained on"),
+    413: _error(f"`{BODY_TOO_LARGE}`: the body is longer than the API accepts (`detail.limit` bytes)"),
     422: _error("`invalid_request`: the body or a bar breaks the schema; `not_enough_bars`: too few consecutive bars"),
     503: _error("`endpoint_unavailable`: try again after Retry-After seconds", headers=_RETRY_AFTER),
 }
@@ -266,11 +267,11 @@ def create_app(
     )
     async def predict(request: Request) -> PredictResponse:
         """The close of the minute after your last bar; send at least the model's window of consecutive minutes."""
-        raw = await request.body()
+        raw = await read_body(request, cfg.serving.max_body_bytes)
         if not raw.strip():
             raise PredictionError(422, INVALID_REQUEST, f"the body is missing; send {_EXAMPLE_BODY}")
         try:
-            body = parse_scoring_request(raw)
+            body = await parse_body(raw)
         except InvalidRequest as err:
             raise PredictionError(422, INVALID_REQUEST, str(err), err.detail) from None
         resolve_symbol(body.symbol, cfg.symbols)
