@@ -8,7 +8,7 @@ in-memory TEST DOUBLE of a Blob container.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -103,14 +103,14 @@ def _asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: Iterato
     pulled = 0
     sent: list[dict[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         nonlocal pulled
         chunk = next(chunks, None)
         pulled += chunk is not None
         return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {
         "type": "http",
@@ -168,3 +168,42 @@ def test_a_body_within_the_limit_is_served_and_the_limit_is_a_setting(make_api: 
     assert len(big) > 500_000
     r = default.post("/api/predict", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and r.json()["code"] == "not_enough_bars", r.text[:300]  # read, parsed, scored
+
+
+# --- parsing off the event loop -------------------------------------------------------------------------
+
+
+def test_a_large_body_is_parsed_in_a_worker_thread_a_small_one_inline(
+    make_api: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tickcast.api import body as body_module
+
+    threads: list[tuple[int, str]] = []
+    parse = body_module.parse_scoring_request  # type: ignore[attr-defined]
+
+    def recording(raw: bytes) -> Any:
+        threads.append((len(raw), threading.current_thread().name))
+        return parse(raw)
+
+    monkeypatch.setattr(body_module, "parse_scoring_request", recording)
+    api = make_api()
+    loop_thread: list[str] = []
+
+    app: FastAPI = api.app  # type: ignore[assignment]
+
+    @app.get("/api/_thread")  # a probe route: which thread runs the event loop
+    async def where() -> str:
+        loop_thread.append(threading.current_thread().name)
+        return "ok"
+
+    api.get("/api/_thread")
+    small = make_bars(NEEDED + 2, seed=5)
+    large = make_bars(1000, seed=7)
+    assert api.post("/api/predict", json={"symbol": "SPY", "bars": small}).status_code == 200
+    assert api.post("/api/predict", json={"symbol": "SPY", "bars": large}).status_code in (200, 422)
+    (small_size, small_thread), (large_size, large_thread) = threads
+    assert small_size < body_module.PARSE_IN_THREAD_BYTES < large_size
+    assert small_thread == loop_thread[0], "a small body is parsed inline, on the event loop's thread"
+    assert large_thread != loop_thread[0], "a large body must not be parsed on the event loop's thread"
