@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.support.models import NEEDED, make_bars
-from tests.support.public_api import api_settings, filled_lake, make_stand_in
+from tests.support.public_api import LATEST, MemoryContainer, api_settings, filled_lake, make_stand_in
 from tickcast.api.app import create_app
-from tickcast.lake.store import Lake
+from tickcast.lake.store import Lake, day_path
 
 ERROR_KEYS = {"error", "code", "detail"}
 
@@ -207,3 +207,28 @@ def test_a_large_body_is_parsed_in_a_worker_thread_a_small_one_inline(
     assert small_size < body_module.PARSE_IN_THREAD_BYTES < large_size
     assert small_thread == loop_thread[0], "a small body is parsed inline, on the event loop's thread"
     assert large_thread != loop_thread[0], "a large body must not be parsed on the event loop's thread"
+
+
+# --- corrupt lake data ----------------------------------------------------------------------------------
+
+
+def test_a_corrupt_day_file_is_a_503_with_retry_after_not_a_500(
+    make_api: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    damaged = filled_lake()
+    container = damaged.container
+    assert isinstance(container, MemoryContainer)
+    path = day_path("SPY", LATEST)
+    assert path in container.blobs
+    container.blobs[path] = (b"PAR1 this is not a parquet file PAR1", '"damaged"')
+    api = make_api(lake=damaged)
+    with caplog.at_level("ERROR", logger="tickcast.api.app"):
+        r = api.get("/api/predictions/SPY")
+    body = assert_error(r, 503, "corrupt_lake_data", "stored bars of SPY cannot be read", "damaged", "try again")
+    assert int(r.headers["Retry-After"]) > 0
+    assert body["detail"] == {"symbol": "SPY"}
+    assert path not in r.text, "the blob's path goes to the log, not to the public caller"
+    assert path in caplog.text
+    # the other symbols, and POST, still answer
+    assert api.get("/api/predictions/IBM").status_code == 422  # 12 bars: not enough, but read fine
+    assert api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars(NEEDED + 2)}).status_code == 200

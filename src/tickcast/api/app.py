@@ -98,7 +98,8 @@ GET_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     404: _error("`unknown_symbol`: not a served symbol (the message lists them); `no_bars`: nothing ingested yet"),
     422: _error("`not_enough_bars`: the lake's latest session is still shorter than the model's window"),
     503: _error(
-        "`endpoint_unavailable` / `lake_unavailable` / `invalid_lake_data`: try again after Retry-After seconds",
+        "`endpoint_unavailable` / `lake_unavailable` / `invalid_lake_data` / `corrupt_lake_data`: try again after "
+        "Retry-After seconds",
         headers=_RETRY_AFTER,
     ),
 }

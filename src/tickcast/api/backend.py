@@ -32,7 +32,10 @@ Errors (status, code — when):
   401/403 (the API's key or AML token is refused, or no AML token could be had), 429, or a 200 that is not a
   prediction; ``Retry-After`` :data:`RETRY_AFTER_S` (or the endpoint's own for 429/503); the details go to the
   log only;
-* 503 ``lake_unavailable`` — Blob cannot be read (down, auth); ``Retry-After``.
+* 503 ``lake_unavailable`` — Blob cannot be read (down, auth); ``Retry-After``;
+* 503 ``corrupt_lake_data`` — the newest day file of the symbol is not a readable lake table
+  (:class:`tickcast.lake.store.CorruptDayFile`; the next ingest of that day quarantines and rewrites it,
+  decision 0031); ``Retry-After``; the blob and Arrow's message go to the log only.
 
 AML's 424 (``ms-azureml-model-error-statuscode``) is undone with :func:`tickcast.scoring.contract.model_status`
 first, so the stand-in in either ``--model-errors`` mode and a real AML endpoint are handled alike. Internal
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "CORRUPT_LAKE_DATA",
     "ENDPOINT_UNAVAILABLE",
     "INVALID_LAKE_DATA",
     "LAKE_BARS",
@@ -91,6 +95,7 @@ log = logging.getLogger("tickcast.api.app")
 NO_BARS: Final = "no_bars"
 ENDPOINT_UNAVAILABLE: Final = "endpoint_unavailable"
 LAKE_UNAVAILABLE: Final = "lake_unavailable"
+CORRUPT_LAKE_DATA: Final = "corrupt_lake_data"  # = tickcast.lake.store.CorruptDayFile.default_code
 INVALID_LAKE_DATA: Final = "invalid_lake_data"
 NO_MODEL: Final = "no_model"
 # AML's (and the stand-in's) 404 when no deployment has traffic: "No valid deployments to route to. ..."
@@ -232,11 +237,23 @@ def no_bars(symbol: str) -> PredictionError:
 
 async def read_latest(lake: BarSource, symbol: str, *, cap: int = LAKE_BARS) -> LatestBars:
     """:func:`latest_session` in a worker thread (the Blob SDK blocks); Blob failures become a 503."""
+    from tickcast.lake.store import CorruptDayFile  # pyarrow: loaded with the lake, not at the API's import
 
     try:
         return await to_thread.run_sync(lambda: latest_session(lake, symbol, cap=cap))
     except ResourceNotFoundError:  # no lake container yet: nothing was ever ingested
         raise no_bars(symbol) from None
+    except CorruptDayFile as err:
+        log.error("lake: %s", err)
+        raise PredictionError(
+            503,
+            CORRUPT_LAKE_DATA,
+            f"the stored bars of {symbol} cannot be read: a day file in the lake is damaged (a server-side data "
+            "problem, not your request's; the operators see it in the log and the next ingest of that day "
+            "rewrites it); try again later, or POST /api/predict with your own bars meanwhile",
+            {"symbol": symbol},
+            retry_after=RETRY_AFTER_S,
+        ) from None
     except (AzureError, OSError) as err:
         log.warning("lake: reading %s failed: %s: %s", symbol, type(err).__name__, err)
         raise unavailable(
