@@ -6,29 +6,30 @@ bars start at 09:30 … 15:59 local time; Yahoo's pre (04:00-09:30) and post (16
 only reported in ``meta``, never served as bars. Conversions to UTC go through ``zoneinfo``, so
 daylight-saving changes move the UTC times (13:30Z in summer, 14:30Z in winter).
 
-All times here are integer epoch seconds (UTC) unless a name says otherwise.
+All times here are integer epoch seconds (UTC) unless a name says otherwise. The calendar (session days,
+open, close) is :mod:`tickcast.market.sessions`, re-exported here.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-NEW_YORK = ZoneInfo("America/New_York")
+# the calendar itself is the product's (one definition): the API judges staleness on it
+from tickcast.market.sessions import CLOSE as CLOSE
+from tickcast.market.sessions import NEW_YORK as NEW_YORK
+from tickcast.market.sessions import OPEN as OPEN
+from tickcast.market.sessions import is_session_day as is_session_day
+from tickcast.market.sessions import local_epoch as local_epoch
+from tickcast.market.sessions import session_close as session_close
+from tickcast.market.sessions import session_open as session_open
+
 EXCHANGE_TZ_NAME = "America/New_York"
 PRE_OPEN = time(4, 0)
-OPEN = time(9, 30)
-CLOSE = time(16, 0)
 POST_CLOSE = time(20, 0)
 MINUTES_PER_SESSION = 390
 BAR_SECONDS = 60
 DAY_SECONDS = 86_400
-
-
-def local_epoch(day: date, at: time) -> int:
-    """Epoch seconds of wall-clock time ``at`` in New York on ``day``."""
-    return int(datetime.combine(day, at, tzinfo=NEW_YORK).timestamp())
 
 
 def ny_date(epoch: float) -> date:
@@ -38,20 +39,6 @@ def ny_date(epoch: float) -> date:
 
 def to_utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
-
-
-def is_session_day(day: date) -> bool:
-    """Monday-Friday (holidays are not modelled)."""
-    return day.weekday() < 5
-
-
-def session_open(day: date) -> int:
-    return local_epoch(day, OPEN)
-
-
-def session_close(day: date) -> int:
-    """End of the regular session (the last bar starts one minute before)."""
-    return local_epoch(day, CLOSE)
 
 
 def previous_session_day(day: date) -> date:

@@ -233,6 +233,21 @@ class ServingSettings(BaseModel):
         description="longest request body the Function app reads (413 past it); the default equals the gateway's "
         "validate-content max-size in cloud/apim/policy.xml (APIM allows at most 4 MB)",
     )
+    max_data_age_s: float = Field(
+        180.0,
+        ge=0,
+        description="during the regular session, GET predictions answers 503 stale_data when the lake's newest bar "
+        "closed longer ago than this (0 = never); outside the session an old bar is normal",
+    )
+    clock: Literal["auto", "wall", "source"] = Field(
+        "auto",
+        description="the API's 'now' for data age: 'wall' (this machine's UTC clock), 'source' (meta.regularMarketTime "
+        "of the chart API at yahoo.base_url, the clock the bars are produced on), 'auto' = source in profile "
+        "local (the emulator runs its own clock), wall in cloud",
+    )
+    clock_refresh_s: float = Field(
+        10.0, gt=0, description="with clock 'source': seconds between two readings of the source's clock"
+    )
 
 
 class GatewaySettings(BaseModel):
@@ -473,6 +488,13 @@ class Settings(BaseSettings):
         if self.profile == "cloud":
             return "https://query1.finance.yahoo.com"
         return f"http://{self.stack.host}:{self.stack.yahoo_port}"
+
+    @property
+    def serving_clock(self) -> Literal["wall", "source"]:
+        """The API's clock, 'auto' resolved (see ``serving.clock``)."""
+        if self.serving.clock != "auto":
+            return self.serving.clock
+        return "wall" if self.profile == "cloud" else "source"
 
     @property
     def endpoint_url(self) -> str:

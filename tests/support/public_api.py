@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -61,6 +61,22 @@ class MemoryContainer:
         return iter(sorted(n for n in self.blobs if n.startswith(name_starts_with)))
 
 
+AFTER_CLOSE = datetime(2024, 6, 3, 21, 0, tzinfo=UTC)  # the evening after LATEST's session: old bars are normal
+
+
+class FixedClock:
+    """The API's clock (:class:`tickcast.api.freshness.Clock`) stopped at ``at`` (None: it cannot be read)."""
+
+    def __init__(self, at: datetime | None = AFTER_CLOSE) -> None:
+        self.at = at
+
+    async def now(self) -> datetime | None:
+        return self.at
+
+    async def aclose(self) -> None:
+        return None
+
+
 def session_frame(symbol: str, day: date, n: int, seed: int) -> pd.DataFrame:
     """``n`` consecutive valid bars of ``symbol`` from 13:30Z on ``day``, as the ingest job stores them."""
     frame = pd.DataFrame(make_bars(n, seed=seed))
@@ -83,7 +99,15 @@ def filled_lake() -> Lake:
 
 
 def api_settings(**overrides: Any) -> Settings:
-    serving = {"endpoint_key": KEY, "endpoint_url": "http://endpoint", **overrides.pop("serving", {})}
+    # the wall clock, and no stale-data refusal: the lake's bars are from 2024 (tests/unit/test_public_api_edges.py
+    # drives data age and staleness with its own clocks)
+    serving = {
+        "endpoint_key": KEY,
+        "endpoint_url": "http://endpoint",
+        "clock": "wall",
+        "max_data_age_s": 0,
+        **overrides.pop("serving", {}),
+    }
     return load_settings(_env_file=None, symbols=SYMBOLS, serving=serving, **overrides)
 
 

@@ -41,6 +41,7 @@ from tests.support.public_api import (
     LATEST,
     SPY_BARS,
     SYMBOLS,
+    FixedClock,
     MemoryContainer,
     api_settings,
     filled_lake,
@@ -50,8 +51,8 @@ from tests.support.public_api import (
 from tickcast.api import app as api_module
 from tickcast.api.app import create_app
 from tickcast.api.client import GatewayError, predict, smoke
+from tickcast.api.schema import Prediction
 from tickcast.lake.store import Lake
-from tickcast.scoring.contract import PredictResponse
 from tickcast.settings import PROJECT_ROOT, load_settings
 
 SUB_KEY = "test-subscription-key"
@@ -108,6 +109,7 @@ def make_api(stand_in: FastAPI, lake: Lake) -> Iterator[Callable[..., TestClient
     def make(**kwargs: Any) -> TestClient:
         kwargs.setdefault("lake", lake)
         kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
+        kwargs.setdefault("clock", FixedClock())
         settings = kwargs.pop("settings", None) or api_settings()
         client = TestClient(create_app(settings, **kwargs), base_url="http://function")
         client.__enter__()  # runs the lifespan: the endpoint client opens
@@ -149,7 +151,7 @@ def test_get_predicts_from_the_latest_session_in_the_lake(api: TestClient, lake:
     r = api.get("/api/predictions/SPY")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version"}
+    assert set(body) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version", "data_age_s"}
     last = datetime(2024, 6, 3, 13, 30, tzinfo=UTC) + timedelta(minutes=SPY_BARS - 1)
     assert body["symbol"] == "SPY" and body["as_of"] == last.isoformat().replace("+00:00", "Z")
     assert body["horizon_minutes"] == 1 and body["model_version"] == "1"
@@ -164,7 +166,7 @@ def test_post_predicts_from_the_callers_bars_in_any_order(api: TestClient) -> No
     bars = make_bars(NEEDED + 3, seed=9)
     r = api.post("/api/predict", json={"symbol": "IBM", "bars": bars[::-1]})
     assert r.status_code == 200, r.text
-    answer = PredictResponse.model_validate(r.json())
+    answer = Prediction.model_validate(r.json())
     assert answer.symbol == "IBM" and answer.as_of == datetime.fromisoformat(bars[-1]["ts"])
 
 
@@ -368,11 +370,12 @@ def test_the_openapi_document_lists_both_routes_and_their_errors(api: TestClient
     get = doc["paths"]["/api/predictions/{symbol}"]["get"]
     post = doc["paths"]["/api/predict"]["post"]
     assert set(doc["paths"]) == {"/api/predictions/{symbol}", "/api/predict", "/api/health"}
+    assert set(get["responses"]) == {"200", "404", "422", "503"}
+    assert set(post["responses"]) == {"200", "404", "413", "422", "503"}
     for op in (get, post):
-        assert set(op["responses"]) == {"200", "404", "422", "503"}
         ok = op["responses"]["200"]["content"]["application/json"]["schema"]
-        assert ok == {"$ref": "#/components/schemas/PredictResponse"}
-        for status in ("404", "422", "503"):
+        assert ok == {"$ref": "#/components/schemas/Prediction"}
+        for status in set(op["responses"]) - {"200"}:
             schema = op["responses"][status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorBody"}
         assert "Retry-After" in op["responses"]["503"]["headers"]
@@ -380,7 +383,8 @@ def test_the_openapi_document_lists_both_routes_and_their_errors(api: TestClient
         "$ref": "#/components/schemas/PredictRequest"
     }
     schemas = doc["components"]["schemas"]
-    assert set(schemas["PredictResponse"]["required"]) == {
+    assert "data_age_s" in schemas["Prediction"]["properties"]
+    assert set(schemas["Prediction"]["required"]) == {
         "symbol",
         "as_of",
         "horizon_minutes",
@@ -431,7 +435,7 @@ def function_app(stand_in: FastAPI, lake: Lake) -> Iterator[tuple[ModuleType, li
     real = api_module.create_app
 
     def injected() -> FastAPI:
-        return real(api_settings(), lake=lake, endpoint_transport=httpx.ASGITransport(app=stand_in))
+        return real(api_settings(), lake=lake, endpoint_transport=httpx.ASGITransport(app=stand_in), clock=FixedClock())
 
     mp = pytest.MonkeyPatch()
     mp.setattr(api_module, "create_app", injected)

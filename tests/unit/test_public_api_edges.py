@@ -9,6 +9,7 @@ in-memory TEST DOUBLE of a Blob container.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, MutableMapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,9 +18,22 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.support.models import NEEDED, make_bars
-from tests.support.public_api import LATEST, MemoryContainer, api_settings, filled_lake, make_stand_in
+from tests.support.public_api import (
+    AFTER_CLOSE,
+    EARLIER,
+    LATEST,
+    SPY_BARS,
+    FixedClock,
+    MemoryContainer,
+    api_settings,
+    filled_lake,
+    make_stand_in,
+)
 from tickcast.api.app import create_app
+from tickcast.api.freshness import SourceClock, WallClock, make_clock
 from tickcast.lake.store import Lake, day_path
+from tickcast.market.sessions import is_session_day, regular_session
+from tickcast.settings import Settings
 
 ERROR_KEYS = {"error", "code", "detail"}
 
@@ -41,6 +55,7 @@ def make_api(stand_in: FastAPI, lake: Lake) -> Iterator[Callable[..., TestClient
     def make(**kwargs: Any) -> TestClient:
         kwargs.setdefault("lake", lake)
         kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
+        kwargs.setdefault("clock", FixedClock())
         settings = kwargs.pop("settings", None) or api_settings()
         client = TestClient(create_app(settings, **kwargs), base_url="http://function")
         client.__enter__()
@@ -135,7 +150,10 @@ def _asgi_post(app: FastAPI, headers: list[tuple[bytes, bytes]], chunks: Iterato
 def test_a_body_over_the_limit_is_413_before_it_is_read(stand_in: FastAPI, lake: Lake) -> None:
     limit = 4096
     app = create_app(
-        api_settings(serving={"max_body_bytes": limit}), lake=lake, endpoint_transport=httpx.ASGITransport(stand_in)
+        api_settings(serving={"max_body_bytes": limit}),
+        lake=lake,
+        endpoint_transport=httpx.ASGITransport(stand_in),
+        clock=FixedClock(),
     )
 
     def endless() -> Iterator[bytes]:
@@ -232,3 +250,213 @@ def test_a_corrupt_day_file_is_a_503_with_retry_after_not_a_500(
     # the other symbols, and POST, still answer
     assert api.get("/api/predictions/IBM").status_code == 422  # 12 bars: not enough, but read fine
     assert api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars(NEEDED + 2)}).status_code == 200
+
+
+# --- data age -------------------------------------------------------------------------------------------
+
+SPY_LAST = datetime(2024, 6, 3, 13, 30, tzinfo=UTC) + timedelta(minutes=SPY_BARS - 1)  # the lake's newest SPY bar
+SPY_CLOSED = SPY_LAST + timedelta(minutes=1)  # 2024-06-03 15:11Z, inside the session (13:30-20:00Z in June)
+
+
+def staleness(limit: float = 180) -> Settings:
+    return api_settings(serving={"max_data_age_s": limit})
+
+
+def test_get_carries_the_age_of_the_lakes_newest_bar(make_api: Callable[..., TestClient]) -> None:
+    api = make_api(settings=staleness(), clock=FixedClock(SPY_CLOSED + timedelta(seconds=42.5)))
+    r = api.get("/api/predictions/SPY")
+    assert r.status_code == 200, r.text
+    assert r.json()["data_age_s"] == 42.5
+    assert r.json()["as_of"] == SPY_LAST.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_lake_behind_during_the_session_is_a_503_naming_the_newest_bar(
+    make_api: Callable[..., TestClient],
+) -> None:
+    transport = failing_endpoint()
+    api = make_api(settings=staleness(), clock=FixedClock(SPY_CLOSED + timedelta(seconds=181)), **transport)
+    body = assert_error(
+        api.get("/api/predictions/SPY"),
+        503,
+        "stale_data",
+        "newest bar of SPY in the lake is from 2024-06-03 15:10Z",
+        "closed 181 s ago",
+        "more than the 180 s",
+    )
+    r = api.get("/api/predictions/SPY")
+    assert int(r.headers["Retry-After"]) == 60
+    assert body["detail"] == {
+        "symbol": "SPY",
+        "newest_bar": "2024-06-03T15:10:00Z",
+        "data_age_s": 181.0,
+        "max_data_age_s": 180.0,
+        "now": "2024-06-03T15:14:01Z",
+    }
+    assert transport["endpoint_transport"].seen == [], "a stale forecast is not even computed"
+    # the limit is a setting; 0 turns the refusal off
+    for limit in (600, 0):
+        roomy = make_api(settings=staleness(limit), clock=FixedClock(SPY_CLOSED + timedelta(seconds=181)))
+        r = roomy.get("/api/predictions/SPY")
+        assert r.status_code == 200 and r.json()["data_age_s"] == 181.0
+
+
+def test_outside_the_session_an_old_bar_is_normal(make_api: Callable[..., TestClient]) -> None:
+    for now, age in [
+        (AFTER_CLOSE, (AFTER_CLOSE - SPY_CLOSED).total_seconds()),  # the evening after
+        (datetime(2024, 6, 8, 15, 0, tzinfo=UTC), None),  # Saturday, at a time that is in session on weekdays
+        (datetime(2024, 6, 4, 13, 29, tzinfo=UTC), None),  # the next morning, a minute before the open
+    ]:
+        api = make_api(settings=staleness(), clock=FixedClock(now))
+        r = api.get("/api/predictions/SPY")
+        assert r.status_code == 200, (now, r.text)
+        assert r.json()["data_age_s"] == (age or round((now - SPY_CLOSED).total_seconds(), 1))
+
+
+def test_a_new_session_has_the_limit_to_ingest_its_first_bars(make_api: Callable[..., TestClient]) -> None:
+    opens = datetime(2024, 6, 4, 13, 30, tzinfo=UTC)  # the session after LATEST's: the lake has none of it yet
+    early = make_api(settings=staleness(), clock=FixedClock(opens + timedelta(seconds=170)))
+    r = early.get("/api/predictions/SPY")
+    assert r.status_code == 200 and r.json()["data_age_s"] == (opens - SPY_CLOSED).total_seconds() + 170
+    late = make_api(settings=staleness(), clock=FixedClock(opens + timedelta(seconds=190)))
+    assert_error(late.get("/api/predictions/SPY"), 503, "stale_data", "2024-06-03 15:10Z")
+
+
+def test_post_carries_the_age_of_the_callers_last_bar_and_is_never_refused_as_stale(
+    make_api: Callable[..., TestClient],
+) -> None:
+    bars = make_bars(NEEDED + 2, seed=5)
+    last = max(datetime.fromisoformat(b["ts"]) for b in bars)
+    api = make_api(settings=staleness(), clock=FixedClock(last + timedelta(hours=1)))  # in session, old bars
+    r = api.post("/api/predict", json={"symbol": "SPY", "bars": bars})
+    assert r.status_code == 200, r.text
+    assert r.json()["data_age_s"] == 3600.0 - 60
+    ahead = make_api(settings=staleness(), clock=FixedClock(last))  # the bar has not closed yet on this clock
+    assert ahead.post("/api/predict", json={"symbol": "SPY", "bars": bars}).json()["data_age_s"] == 0.0
+
+
+def test_without_a_clock_the_age_is_null_and_nothing_is_refused(make_api: Callable[..., TestClient]) -> None:
+    api = make_api(settings=staleness(), clock=FixedClock(None))
+    r = api.get("/api/predictions/SPY")
+    assert r.status_code == 200 and r.json()["data_age_s"] is None
+    r = api.post("/api/predict", json={"symbol": "SPY", "bars": make_bars(NEEDED + 2, seed=5)})
+    assert r.status_code == 200 and r.json()["data_age_s"] is None
+
+
+def failing_endpoint() -> dict[str, Any]:
+    """An endpoint transport that records every call and refuses it (a stale request must not reach it)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise httpx.ConnectError("must not be called")
+
+    transport = httpx.MockTransport(handler)
+    transport.seen = seen  # type: ignore[attr-defined]
+    return {"endpoint_transport": transport}
+
+
+# --- the source's clock: the Yahoo emulator's, read over its public chart route -------------------------
+
+
+class Ticker:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.t = 5000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_source_clock_is_the_chart_apis_regular_market_time(
+    make_api: Callable[..., TestClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    from emulators.yahoo.app import create_app as create_yahoo
+    from emulators.yahoo.clock import EmulatorClock
+    from emulators.yahoo.synthetic import SyntheticMarket
+
+    ticker = Ticker()
+    emulated = EmulatorClock(SPY_CLOSED + timedelta(seconds=30), 0.0)  # frozen: the test moves it
+    yahoo = create_yahoo(clock=emulated, source=SyntheticMarket(7, ["SPY", "IBM"]))
+    seen: list[str] = []
+    up = True
+
+    async def to_yahoo(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if not up:
+            raise httpx.ConnectError("the emulator is down")
+        return await httpx.ASGITransport(app=yahoo).handle_async_request(request)
+
+    settings = api_settings(serving={"clock": "source", "max_data_age_s": 180, "clock_refresh_s": 10})
+    assert settings.serving_clock == "source"
+    clock = make_clock(settings, transport=httpx.MockTransport(to_yahoo))
+    assert isinstance(clock, SourceClock)
+    clock._monotonic = ticker  # the test's monotonic clock
+    assert clock.url.startswith(settings.yahoo_base_url + "/v8/finance/chart/SPY?")
+    api = make_api(settings=settings, clock=clock)
+
+    assert api.get("/api/predictions/SPY").json()["data_age_s"] == 30.0
+    assert seen == ["/v8/finance/chart/SPY"]  # a public route, not /_emulator/*
+    # between readings the last one advances with the monotonic clock; the source is asked again after 10 s
+    ticker.t += 5
+    assert api.get("/api/predictions/SPY").json()["data_age_s"] == 35.0
+    assert len(seen) == 1
+    emulated.advance(200)  # the emulator's clock jumps: the lake is now 230 s behind the source
+    ticker.t += 5
+    assert_error(api.get("/api/predictions/SPY"), 503, "stale_data", "closed 230 s ago")
+    assert len(seen) == 2
+    # the source goes down: its last reading keeps advancing (logged once), the refusal stands
+    up = False
+    ticker.t += 10
+    with caplog.at_level("WARNING", logger="tickcast.api.app"):
+        assert_error(api.get("/api/predictions/SPY"), 503, "stale_data", "closed 240 s ago")
+    assert "cannot be read" in caplog.text
+
+
+def test_a_source_clock_never_read_leaves_the_age_unknown(make_api: Callable[..., TestClient]) -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("nothing listens")
+
+    settings = api_settings(serving={"clock": "source", "max_data_age_s": 180})
+    api = make_api(settings=settings, clock=make_clock(settings, transport=httpx.MockTransport(down)))
+    r = api.get("/api/predictions/SPY")
+    assert r.status_code == 200 and r.json()["data_age_s"] is None
+
+
+def test_the_clock_setting_defaults_to_the_source_locally_and_the_wall_in_the_cloud() -> None:
+    from tickcast.settings import load_settings
+
+    cloud: dict[str, Any] = {
+        "profile": "cloud",
+        "storage": {"account_url": "https://lake.blob.core.windows.net"},
+        "serving": {"endpoint_url": "https://tickcast.eastus.inference.ml.azure.com/score", "endpoint_key": None},
+    }
+    assert load_settings(_env_file=None).serving_clock == "source"
+    assert load_settings(_env_file=None, **cloud).serving_clock == "wall"
+    cloud["serving"]["clock"] = "source"
+    assert load_settings(_env_file=None, **cloud).serving_clock == "source"
+    assert isinstance(make_clock(load_settings(_env_file=None, serving={"clock": "wall"})), WallClock)
+
+
+def test_the_session_calendar_follows_new_york_time() -> None:
+    summer, winter = date(2024, 6, 3), date(2024, 12, 2)  # Mondays, EDT and EST
+    assert regular_session(datetime(2024, 6, 3, 13, 30, tzinfo=UTC)) == (
+        datetime(2024, 6, 3, 13, 30, tzinfo=UTC),
+        datetime(2024, 6, 3, 20, 0, tzinfo=UTC),
+    )
+    assert regular_session(datetime(2024, 6, 3, 13, 29, 59, tzinfo=UTC)) is None
+    assert regular_session(datetime(2024, 6, 3, 20, 0, tzinfo=UTC)) is None
+    assert regular_session(datetime(2024, 12, 2, 14, 0, tzinfo=UTC)) is None  # 09:00 EST
+    assert regular_session(datetime(2024, 12, 2, 14, 30, tzinfo=UTC)) is not None
+    assert regular_session(datetime(2024, 6, 8, 15, 0, tzinfo=UTC)) is None  # Saturday
+    assert is_session_day(summer) and is_session_day(winter) and not is_session_day(EARLIER + timedelta(days=1))
+
+
+def test_the_openapi_document_declares_data_age_and_the_new_answers(api: TestClient) -> None:
+    doc = api.get("/api/openapi.json").json()
+    get = doc["paths"]["/api/predictions/{symbol}"]["get"]["responses"]
+    post = doc["paths"]["/api/predict"]["post"]["responses"]
+    assert "stale_data" in get["503"]["description"] and "corrupt_lake_data" in get["503"]["description"]
+    assert "body_too_large" in post["413"]["description"]
+    age = doc["components"]["schemas"]["Prediction"]["properties"]["data_age_s"]
+    assert {"type": "number", "minimum": 0.0} in age["anyOf"] and "closed" in age["description"]

@@ -28,7 +28,7 @@ from fastapi.testclient import TestClient
 from tests.support.models import NEEDED, make_bars
 from tests.support.public_api import api_settings, filled_lake, make_stand_in
 from tickcast.api.app import create_app
-from tickcast.scoring.contract import PredictResponse
+from tickcast.api.schema import Prediction
 
 SEED = 20240603
 CASES = 300
@@ -241,7 +241,7 @@ def check(response: httpx.Response, method: str, url: str) -> None:
     body = response.json()
     if response.status_code == 200:
         if url.startswith("/api/predict"):
-            answer = PredictResponse.model_validate(body)
+            answer = Prediction.model_validate(body)
             assert math.isfinite(answer.predicted_close) and answer.predicted_close > 0, where
         return
     assert isinstance(body, dict) and set(body) == {"error", "code", "detail"}, where

@@ -11,12 +11,14 @@ Routes (all under ``/api``, so local uvicorn URLs and Azure Functions URLs are t
 * ``GET /api/health`` — liveness (no lake, no endpoint call);
 * ``GET /api/openapi.json`` and ``GET /api/docs`` — the OpenAPI document and Swagger UI.
 
-Both prediction routes answer :class:`~tickcast.scoring.contract.PredictResponse`
-``{symbol, as_of, horizon_minutes, predicted_close, model_version}``. Every error body is
-:class:`~tickcast.scoring.contract.ErrorBody` ``{"error", "code", "detail"}`` — also FastAPI's own 404/405 and
-body-validation errors — with the statuses of the table in :mod:`tickcast.api.backend`
-(404 unknown symbol / no bars, 422 invalid or too few bars, 503 + ``Retry-After`` when the endpoint or the
-lake cannot answer). Bad input never yields a 5xx.
+Both prediction routes answer :class:`~tickcast.api.schema.Prediction`: the endpoint's
+:class:`~tickcast.scoring.contract.PredictResponse` ``{symbol, as_of, horizon_minutes, predicted_close,
+model_version}`` plus ``data_age_s``, the age of the newest bar used (:mod:`tickcast.api.freshness`); during
+the regular session ``GET`` answers 503 ``stale_data`` instead of a forecast from a lake that is behind.
+Every error body is :class:`~tickcast.scoring.contract.ErrorBody` ``{"error", "code", "detail"}`` — also
+FastAPI's own 404/405 and body-validation errors — with the statuses of the table in
+:mod:`tickcast.api.backend` (404 unknown symbol / no bars, 413 body too large, 422 invalid or too few bars,
+503 + ``Retry-After`` when the endpoint or the lake cannot answer). Bad input never yields a 5xx.
 
 Local: ``uvicorn tickcast.api.app:app_factory --factory`` (the stack's ``function`` service). Azure:
 ``cloud/function/function_app.py`` wraps :func:`create_app` in ``func.AsgiFunctionApp``. Nothing here does
@@ -29,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, cast
 
 import httpx
@@ -47,6 +50,8 @@ from tickcast.api.backend import (
     score,
 )
 from tickcast.api.body import BODY_TOO_LARGE, parse_body, read_body
+from tickcast.api.freshness import STALE_DATA, Clock, check_fresh, data_age_s, make_clock
+from tickcast.api.schema import Prediction
 from tickcast.endpoint.client import AsyncEndpointClient
 from tickcast.endpoint.errors import RETRY_AFTER_S
 from tickcast.errors import TickcastError
@@ -99,7 +104,8 @@ GET_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     422: _error("`not_enough_bars`: the lake's latest session is still shorter than the model's window"),
     503: _error(
         "`endpoint_unavailable` / `lake_unavailable` / `invalid_lake_data` / `corrupt_lake_data`: try again after "
-        "Retry-After seconds",
+        f"Retry-After seconds; `{STALE_DATA}`: during the regular session the lake's newest bar is older than the "
+        "API serves forecasts from (the message names it and its age)",
         headers=_RETRY_AFTER,
     ),
 }
@@ -153,16 +159,19 @@ def create_app(
     endpoint_transport: httpx.AsyncBaseTransport | None = None,
     credential: TokenCredential | None = None,
     token_transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """The API. ``lake`` replaces the Blob lake (tests: any object with ``days`` and ``read_day``);
     ``endpoint_transport`` replaces the network to the endpoint (tests: ``httpx.ASGITransport(stand_in)``);
     ``credential`` replaces :func:`tickcast.azure.credential` in profile cloud, ``token_transport`` the network to
-    Azure Resource Manager's AML token API.
+    Azure Resource Manager's AML token API; ``clock`` replaces the clock ``settings.serving.clock`` names
+    (:func:`tickcast.api.freshness.make_clock`).
     """
     cfg = settings or get_settings()
     endpoint = AsyncEndpointClient(
         cfg, transport=endpoint_transport, credential=credential, token_transport=token_transport
     )
+    now = clock or make_clock(cfg)
     state: dict[str, BarSource | None] = {"lake": lake}
     if endpoint.problem:
         log.error("the prediction API cannot score: %s", endpoint.problem)
@@ -185,6 +194,7 @@ def create_app(
             yield
         finally:
             await endpoint.aclose()
+            await now.aclose()
 
     app = FastAPI(
         title="tickcast prediction API",
@@ -201,6 +211,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.endpoint = endpoint
+    app.state.clock = now
 
     @app.exception_handler(TickcastError)
     async def tickcast_error(_: Request, err: TickcastError) -> JSONResponse:
@@ -245,28 +256,32 @@ def create_app(
 
     @router.get(
         "/predictions/{symbol}",
-        response_model=PredictResponse,
+        response_model=Prediction,
         responses=GET_ERRORS,
         tags=["predictions"],
         summary="Forecast from the latest bars in the lake",
     )
     async def prediction(
         symbol: Annotated[str, Path(description="ticker, e.g. SPY (case-insensitive)", examples=["SPY"])],
-    ) -> PredictResponse:
+    ) -> Prediction:
         """The close of the minute after the symbol's latest stored bar, from its latest session."""
         sym = resolve_symbol(symbol, cfg.symbols)
         latest = await read_latest(get_lake(), sym, cap=LAKE_BARS)
-        return await score(endpoint, {"symbol": sym, "bars": latest.bars}, source="lake", latest=latest)
+        at = await now.now()
+        if latest.last_ts is not None:
+            check_fresh(sym, latest.last_ts, at, cfg.serving.max_data_age_s)
+        answer = await score(endpoint, {"symbol": sym, "bars": latest.bars}, source="lake", latest=latest)
+        return _with_age(answer, at)
 
     @router.post(
         "/predict",
-        response_model=PredictResponse,
+        response_model=Prediction,
         responses=POST_ERRORS,
         openapi_extra=_PREDICT_REQUEST_BODY,
         tags=["predictions"],
         summary="Forecast from your own bars",
     )
-    async def predict(request: Request) -> PredictResponse:
+    async def predict(request: Request) -> Prediction:
         """The close of the minute after your last bar; send at least the model's window of consecutive minutes."""
         raw = await read_body(request, cfg.serving.max_body_bytes)
         if not raw.strip():
@@ -284,11 +299,17 @@ def create_app(
                 f"bars: {body.bars.size} given, this API needs at least {minimum}; send more consecutive minutes",
                 {"needed": minimum, "given": body.bars.size},
             )
-        return await score(endpoint, raw, source="caller")  # valid: forwarded as sent, not re-encoded
+        answer = await score(endpoint, raw, source="caller")  # valid: forwarded as sent, not re-encoded
+        return _with_age(answer, await now.now())
 
     app.include_router(router)
     app.openapi = lambda: _openapi_with_request_schema(app)  # type: ignore[method-assign]
     return app
+
+
+def _with_age(answer: PredictResponse, at: datetime | None) -> Prediction:
+    """The endpoint's answer with the age of its newest bar (``as_of``) at ``at``."""
+    return Prediction(**answer.model_dump(), data_age_s=data_age_s(answer.as_of, at))
 
 
 _PREDICT_REQUEST_BODY: Final[dict[str, Any]] = {

@@ -6,7 +6,7 @@ The same functions target the local stack (``settings.gateway_url`` + the local 
 :func:`smoke` runs, through ONE synchronous ``httpx.Client``:
 
 * per symbol, ``GET /api/predictions/{symbol}`` with ``Ocp-Apim-Subscription-Key`` → 200 with a
-  :class:`~tickcast.scoring.contract.PredictResponse` whose ``predicted_close`` is finite and positive;
+  :class:`~tickcast.api.schema.Prediction` whose ``predicted_close`` is finite and positive;
 * the first symbol without a key → 401 (the gateway's subscription check);
 * ``POST /api/predict`` with a whole session of valid bars (:data:`SESSION_BARS`) → 200: the model path, without
   the lake;
@@ -40,9 +40,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
+from tickcast.api.schema import Prediction
 from tickcast.endpoint.errors import decode_body, error_parts
 from tickcast.errors import UnavailableError
-from tickcast.scoring.contract import PredictResponse
 
 __all__ = [
     "KEY_HEADER",
@@ -165,7 +165,7 @@ def _message(response: httpx.Response) -> tuple[str, str | None]:
 def _prediction_problem(response: httpx.Response, symbol: str) -> str | None:
     """Why a 200 body is not a usable prediction of ``symbol`` (None when it is)."""
     try:
-        answer = PredictResponse.model_validate(response.json())
+        answer = Prediction.model_validate(response.json())
     except (ValueError, ValidationError) as err:
         return f"not a prediction: {str(err)[:_DETAIL_CHARS]}"
     if answer.symbol != symbol:
