@@ -1,6 +1,6 @@
 """The HTTP face of the AML online endpoint stand-in (FastAPI). Routes, in AML's terms:
 
-Data plane (``Authorization: Bearer <settings.serving.endpoint_key>`` on everything but ``GET /``):
+Data plane (``Authorization: Bearer <settings.serving.endpoint_key>`` on ``POST /score``; ``GET /`` needs no key):
 
 * ``GET /`` → 200 ``Healthy`` (liveness, no key).
 * ``POST /score`` → routed by the traffic weights (a seeded draw), or to the deployment named in the
@@ -21,7 +21,9 @@ Data plane (``Authorization: Bearer <settings.serving.endpoint_key>`` on everyth
     (or the header names a deployment that does not exist or is Failed);
   - 401 ``{"message": ...}`` + ``WWW-Authenticate: Bearer`` without the right key.
 
-Management (same key; bodies ``{"error": {"code", "message"}}`` on failure, ARM style):
+Management (``Authorization: Bearer <settings.serving.endpoint_admin_key>``, a key of its own: the scoring key
+opens no management route and the management key scores nothing, as in AML, where scoring keys and the Azure
+Resource Manager credential are separate; bodies ``{"error": {"code", "message"}}`` on failure, ARM style):
 
 * ``PUT /deployments/{name}`` ``{"model_version": "3"}`` → create (201) or update (200) synchronously; 422
   when the model could not be fetched or ``init()`` failed (body ``provisioning_state: "Failed"`` + ``error``);
@@ -63,6 +65,10 @@ UNEXPECTED_SCORING_ERROR = "An unexpected error occurred in scoring script. Chec
 UNEXPECTED_INTERNAL_ERROR = "An unexpected internal error occurred. Check the logs for more info."
 SCORE_THREADS = 8
 KEY_REFUSED = "missing or invalid key: send Authorization: Bearer <endpoint key> (TICKCAST_SERVING__ENDPOINT_KEY)"
+MANAGEMENT_KEY_REFUSED = (
+    "missing or invalid management key: send Authorization: Bearer <management key> "
+    "(TICKCAST_SERVING__ENDPOINT_ADMIN_KEY; the scoring key does not manage deployments)"
+)
 
 
 def default_state_dir(settings: Settings) -> Path:
@@ -155,7 +161,16 @@ def create_app(
     cfg = settings or get_settings()
     if cfg.serving.endpoint_key is None or not cfg.serving.endpoint_key.get_secret_value():
         raise ValueError("the endpoint stand-in needs a key: set TICKCAST_SERVING__ENDPOINT_KEY")
+    admin = cfg.serving.endpoint_admin_key
+    if admin is None or not admin.get_secret_value():
+        raise ValueError("the endpoint stand-in needs a management key: set TICKCAST_SERVING__ENDPOINT_ADMIN_KEY")
     key = cfg.serving.endpoint_key.get_secret_value().encode()
+    admin_key = admin.get_secret_value().encode()
+    if hmac.compare_digest(key, admin_key):
+        raise ValueError(
+            "TICKCAST_SERVING__ENDPOINT_ADMIN_KEY must differ from TICKCAST_SERVING__ENDPOINT_KEY: "
+            "a scoring key must not manage deployments"
+        )
     timeout_s = cfg.serving.request_timeout_ms / 1000
     folder = (state_dir or default_state_dir(cfg)).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,6 +194,7 @@ def create_app(
     aml = cfg.aml
     authority = Authority(
         key,
+        admin_key=admin_key,
         auth_mode=auth_mode,
         kind=kind,
         coordinates={
@@ -213,8 +229,7 @@ def create_app(
                     await refusal(path, verdict.message)(scope, receive, send)
                     return
             elif not authority.management(header):
-                message = KEY_REFUSED
-                await refusal(path, message)(scope, receive, send)
+                await refusal(path, MANAGEMENT_KEY_REFUSED)(scope, receive, send)
                 return
         await inner(scope, receive, send)
 

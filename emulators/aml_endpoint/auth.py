@@ -77,9 +77,11 @@ class Verdict:
 
 @dataclass
 class Authority:
-    """The stand-in's credentials: its key, the AML tokens it issued, and what it refused."""
+    """The stand-in's credentials: its scoring key, its management key, the AML tokens it issued, and what it
+    refused."""
 
     key: bytes
+    admin_key: bytes = b""  # the management routes' own key (decision 0063); empty: no management at all
     auth_mode: AuthMode = "key"
     kind: Kind = "managed"
     coordinates: Mapping[str, str | None] = field(default_factory=dict)
@@ -118,9 +120,14 @@ class Authority:
         return Verdict(True)
 
     def management(self, authorization: str) -> bool:
-        """The stand-in's own management routes (deployments, traffic) take the key in every mode."""
+        """The stand-in's own management routes (deployments, traffic) take the management key in every mode;
+        the scoring key opens none of them."""
         scheme, _, credential = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self.key)
+        return (
+            scheme.lower() == "bearer"
+            and bool(self.admin_key)
+            and hmac.compare_digest(credential.strip().encode(), self.admin_key)
+        )
 
     def _wanted(self) -> str:
         return "endpoint key" if self.auth_mode == "key" else "AML token"

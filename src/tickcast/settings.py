@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import AwareDatetime, BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,10 @@ AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1
 
 # The checkout this package runs from (src layout: src/tickcast/settings.py -> repo root).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+# The databases the stack's PostgreSQL holds: Airflow's metadata and MLflow's backend store.
+STACK_DATABASES = ("airflow", "mlflow")
 
 
 class SettingsError(ConfigurationError):
@@ -74,11 +79,38 @@ class StackSettings(BaseModel):
     gateway_port: int = Field(8770, ge=1, le=65535, description="TCP port of the APIM gateway stand-in")
     function_port: int = Field(8771, ge=1, le=65535, description="TCP port of the Function app (uvicorn)")
     endpoint_port: int = Field(8772, ge=1, le=65535, description="TCP port of the AML online endpoint stand-in")
+    postgres_port: int = Field(
+        5433, ge=1, le=65535, description="TCP port of the stack's PostgreSQL (Airflow's and MLflow's own state)"
+    )
+    airflow_log_server_port: int = Field(
+        8793, ge=1, le=65535, description="TCP port of Airflow's task log server (loopback; Airflow's 8793)"
+    )
+    airflow_trigger_log_server_port: int = Field(
+        8794, ge=1, le=65535, description="TCP port of Airflow's triggerer log server (Airflow's 8794)"
+    )
+    airflow_health_port: int = Field(
+        8974, ge=1, le=65535, description="TCP port of the Airflow scheduler's health check (loopback; Airflow's 8974)"
+    )
+    postgres_user: str = Field("tickcast", min_length=1, description="PostgreSQL role the stack's services use")
+    postgres_password: SecretStr = Field(
+        SecretStr("tickcast-local"), description="password of that role (loopback only; local stack only)"
+    )
     start_timeout_s: float = Field(120.0, gt=0, description="seconds to wait for one service to become healthy")
     stop_timeout_s: float = Field(10.0, gt=0, description="seconds to wait after SIGTERM before SIGKILL")
 
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
+
+    def database_url(self, database: str, *, host: str | None = None, driver: str = "psycopg2") -> str:
+        """SQLAlchemy URL of one of the stack's databases (:data:`STACK_DATABASES`) on its PostgreSQL.
+
+        ``host`` defaults to :attr:`host` (the process stack); docker-compose passes its service name.
+        """
+        if database not in STACK_DATABASES:
+            raise ValueError(f"unknown stack database {database!r}; known: {STACK_DATABASES}")
+        password = quote(self.postgres_password.get_secret_value(), safe="")
+        user = quote(self.postgres_user, safe="")
+        return f"postgresql+{driver}://{user}:{password}@{host or self.host}:{self.postgres_port}/{database}"
 
     def resolved_cache(self) -> Path:
         return self.cache.expanduser().resolve()
@@ -193,6 +225,18 @@ class IngestSettings(BaseModel):
         5, ge=0, description="every N producer polls, publish again the session's minutes the lake lost (0 = never)"
     )
     max_backfill_days: int = Field(7, ge=1, le=30, description="days one chart request may span (Yahoo: ~8)")
+    repair_settle_s: float = Field(
+        300.0,
+        gt=0,
+        description="a minute after the lake's newest counts as lost (and gap repair publishes it again, once) when it "
+        "closed this many seconds ago at the source and is still not in the lake",
+    )
+    repair_lookback_every: int = Field(
+        12,
+        ge=0,
+        description="the first gap repair and every N-th one after it compare the whole lookback (max_backfill_days) "
+        "instead of the current session (0 = only the first)",
+    )
     # what one message from outside may hold (decision 0030); a message beyond these goes to the DLQ
     max_future_s: float = Field(
         300.0,
@@ -223,6 +267,11 @@ class ServingSettings(BaseModel):
         SecretStr("local-endpoint-key"),
         description="endpoint key (local stand-in only; refused in cloud, where the Function sends an AML token "
         "its managed identity gets from Azure Resource Manager)",
+    )
+    endpoint_admin_key: SecretStr | None = Field(
+        SecretStr("local-endpoint-admin-key"),
+        description="key of the local stand-in's management API (deployments, traffic); never the scoring key "
+        "(local stand-in only; refused in cloud, where Azure Resource Manager is the management plane)",
     )
     request_timeout_ms: int = Field(5000, ge=100, description="scoring request timeout (AML's default is 5000)")
     min_bars: int = Field(0, ge=0, description="bars a caller must send at least (0 = what the model's window needs)")
@@ -276,6 +325,9 @@ class AirflowSettings(BaseModel):
         None, description="Airflow API server base URL; derived from the stack in local (ARM output airflowUrl)"
     )
     parallelism: int = Field(4, ge=1, description="AIRFLOW__CORE__PARALLELISM for the local scheduler")
+    triggerer: bool = Field(
+        False, description="also run Airflow's triggerer locally (only deferrable tasks need it; tickcast has none)"
+    )
     unpause: list[str] = Field(
         default_factory=lambda: ["ingest", "retrain"],
         description='DAGs `up` switches on (new DAGs start paused), JSON e.g. ["ingest"]; [] keeps all paused',
@@ -409,6 +461,11 @@ class Settings(BaseSettings):
                     "endpoint_key" in self.serving.model_fields_set and self.serving.endpoint_key is not None,
                     "the endpoint is called with an AML token that the managed identity gets from Azure Resource "
                     "Manager (docs/decisions/0020)",
+                ),
+                ("serving", "endpoint_admin_key"): (
+                    "endpoint_admin_key" in self.serving.model_fields_set
+                    and self.serving.endpoint_admin_key is not None,
+                    "the endpoint's deployments and traffic are managed through Azure Resource Manager",
                 ),
                 ("gateway", "subscription_keys"): (
                     "subscription_keys" in self.gateway.model_fields_set and bool(self.gateway.subscription_keys),
@@ -555,9 +612,13 @@ class Settings(BaseSettings):
         data["storage"]["connection_string"] = secret.get_secret_value() if secret else None
         key = self.serving.endpoint_key
         data["serving"]["endpoint_key"] = key.get_secret_value() if key else None
+        admin = self.serving.endpoint_admin_key
+        data["serving"]["endpoint_admin_key"] = admin.get_secret_value() if admin else None
         data["gateway"]["subscription_keys"] = [k.get_secret_value() for k in self.gateway.subscription_keys]
+        data["stack"]["postgres_password"] = self.stack.postgres_password.get_secret_value()
         if self.profile == "cloud":  # local-only secrets (their defaults) are refused when set in profile cloud
             data["serving"]["endpoint_key"] = None
+            data["serving"]["endpoint_admin_key"] = None
             data["gateway"]["subscription_keys"] = None
         client = self.gateway.client_key
         data["gateway"]["client_key"] = client.get_secret_value() if client else None

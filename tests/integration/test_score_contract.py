@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from emulators.aml_endpoint.app import create_app
-from tests.support.endpoint import AUTH, Endpoint, settings
+from tests.support.endpoint import ADMIN, AUTH, Endpoint, settings
 from tests.support.models import NEEDED, SCORE_PY, make_bars, request_body, write_model
 from tests.support.serving_venv import serving_venv
 from tickcast.scoring.contract import model_status
@@ -97,8 +97,8 @@ def stand_in(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Endpo
         model_loader=lambda version: model_dir / "model",
     )
     client = Endpoint(app)
-    assert client.put("/deployments/blue", json={"model_version": "7"}, headers=AUTH).status_code == 201
-    assert client.put("/traffic", json={"blue": 100}, headers=AUTH).status_code == 200
+    assert client.put("/deployments/blue", json={"model_version": "7"}, headers=ADMIN).status_code == 201
+    assert client.put("/traffic", json={"blue": 100}, headers=ADMIN).status_code == 200
     return client
 
 

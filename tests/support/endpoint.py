@@ -1,5 +1,5 @@
-"""The AML endpoint stand-in in-process (its app on an httpx client), with its key: shared by the unit and
-contract tests.
+"""The AML endpoint stand-in in-process (its app on an httpx client), with its scoring and management keys:
+shared by the unit and contract tests.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from tickcast.settings import Settings, load_settings
 
 KEY = "test-endpoint-key"
-
-
 AUTH = {"Authorization": f"Bearer {KEY}"}
+ADMIN_KEY = "test-endpoint-admin-key"  # the management API's own key (decision 0063)
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 class Endpoint:
@@ -46,4 +46,7 @@ class Endpoint:
 
 
 def settings(timeout_ms: int = 5000) -> Settings:
-    return load_settings(_env_file=None, serving={"endpoint_key": KEY, "request_timeout_ms": timeout_ms})
+    return load_settings(
+        _env_file=None,
+        serving={"endpoint_key": KEY, "endpoint_admin_key": ADMIN_KEY, "request_timeout_ms": timeout_ms},
+    )

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from emulators.aml_endpoint.app import create_app
-from tests.support.endpoint import AUTH, KEY, Endpoint, settings
+from tests.support.endpoint import ADMIN, AUTH, KEY, Endpoint, settings
 from tests.support.models import make_bars, request_body, write_model
 from tickcast.scoring.contract import model_status
 from tickcast.settings import load_settings
@@ -54,13 +54,13 @@ def client(make_client: Callable[..., Endpoint]) -> Endpoint:
 
 
 def deploy(client: Endpoint, name: str, version: str, expect: int = 201) -> dict[str, Any]:
-    r = client.put(f"/deployments/{name}", json={"model_version": version}, headers=AUTH)
+    r = client.put(f"/deployments/{name}", json={"model_version": version}, headers=ADMIN)
     assert r.status_code == expect, r.text
     return dict(r.json())
 
 
 def set_traffic(client: Endpoint, split: dict[str, Any], expect: int = 200) -> dict[str, Any]:
-    r = client.put("/traffic", json=split, headers=AUTH)
+    r = client.put("/traffic", json=split, headers=ADMIN)
     assert r.status_code == expect, r.text
     return dict(r.json())
 
@@ -82,6 +82,30 @@ def test_liveness_needs_no_key_everything_else_does(client: Endpoint) -> None:
     assert client.put("/traffic", json={}).status_code == 401
 
 
+def test_management_takes_its_own_key_and_the_scoring_key_opens_none_of_it(client: Endpoint) -> None:
+    """A caller holding the scoring key (the Function app) cannot move traffic or replace deployments."""
+    calls = (("GET", "/deployments"), ("PUT", "/deployments/blue"), ("GET", "/traffic"), ("PUT", "/traffic"))
+    for method, path in calls:
+        r = client.request(method, path, json={"model_version": "1"} if method == "PUT" else None, headers=AUTH)
+        assert r.status_code == 401, (method, path)
+        assert "TICKCAST_SERVING__ENDPOINT_ADMIN_KEY" in r.json()["error"]["message"]
+    assert client.get("/traffic", headers=ADMIN).json() == {}
+    deploy(client, "blue", "1")
+    set_traffic(client, {"blue": 100})
+    assert score(client).status_code == 200
+    r = client.post("/score", content=request_body(), headers=ADMIN)
+    assert r.status_code == 401, "the management key must not score"
+
+
+def test_the_stand_in_refuses_one_key_for_both_planes(tmp_path: Path) -> None:
+    cfg = load_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": KEY})
+    with pytest.raises(ValueError, match="must differ"):
+        create_app(cfg, state_dir=tmp_path, model_loader=lambda v: tmp_path)
+    cfg = load_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": None})
+    with pytest.raises(ValueError, match="TICKCAST_SERVING__ENDPOINT_ADMIN_KEY"):
+        create_app(cfg, state_dir=tmp_path, model_loader=lambda v: tmp_path)
+
+
 def test_blue_at_100_percent_scores_and_says_who_answered(client: Endpoint) -> None:
     created = deploy(client, "blue", "1")
     assert created == created | {"name": "blue", "model_version": "1", "provisioning_state": "Succeeded"}
@@ -93,9 +117,9 @@ def test_blue_at_100_percent_scores_and_says_who_answered(client: Endpoint) -> N
     body = r.json()
     assert set(body) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version"}
     assert body["symbol"] == "SPY" and body["model_version"] == "1" and isinstance(body["predicted_close"], float)
-    listed = client.get("/deployments", headers=AUTH).json()["value"]
+    listed = client.get("/deployments", headers=ADMIN).json()["value"]
     assert [(d["name"], d["traffic"]) for d in listed] == [("blue", 100)]
-    assert client.get("/traffic", headers=AUTH).json() == {"blue": 100}
+    assert client.get("/traffic", headers=ADMIN).json() == {"blue": 100}
 
 
 def test_green_at_zero_percent_is_reached_only_through_the_header(client: Endpoint) -> None:
@@ -130,9 +154,9 @@ def test_traffic_must_be_whole_percentages_summing_to_100_over_known_deployments
         ({"blue": -10, "green": 110}, "whole percentages"),
     ]
     for split, message in cases:
-        r = client.put("/traffic", json=split, headers=AUTH)
+        r = client.put("/traffic", json=split, headers=ADMIN)
         assert r.status_code == 400 and message in r.json()["error"]["message"], (split, r.text)
-    assert client.put("/traffic", content=b"{", headers=AUTH).status_code == 400
+    assert client.put("/traffic", content=b"{", headers=ADMIN).status_code == 400
     assert set_traffic(client, {"green": 100}) == {"blue": 0, "green": 100}  # unnamed -> 0
     assert set_traffic(client, {}) == {"blue": 0, "green": 0}  # all 0: stop routing
     assert score(client).status_code == 404
@@ -145,13 +169,13 @@ def test_a_broken_model_ends_failed_gets_no_traffic_and_blue_keeps_serving(clien
     assert failed["provisioning_state"] == "Failed" and "INVALID_PROTOBUF" in failed["error"]
     missing = deploy(client, "grey", "404", expect=422)
     assert "model version 404 not found" in missing["error"]
-    r = client.put("/traffic", json={"blue": 50, "green": 50}, headers=AUTH)
+    r = client.put("/traffic", json={"blue": 50, "green": 50}, headers=ADMIN)
     assert r.status_code == 400 and "only go to deployments in state Succeeded; green is Failed" in r.text
-    assert client.get("/traffic", headers=AUTH).json() == {"blue": 100, "green": 0, "grey": 0}
+    assert client.get("/traffic", headers=ADMIN).json() == {"blue": 100, "green": 0, "grey": 0}
     assert score(client).headers["azureml-model-deployment"] == "blue"
     r = score(client, deployment="green")
     assert r.status_code == 404 and "'green' is Failed" in r.json()["message"]
-    assert client.get("/deployments/green", headers=AUTH).json()["provisioning_state"] == "Failed"
+    assert client.get("/deployments/green", headers=ADMIN).json()["provisioning_state"] == "Failed"
     # a fixed model turns it Succeeded
     assert deploy(client, "green", "2", expect=200)["provisioning_state"] == "Succeeded"
 
@@ -161,7 +185,7 @@ def test_a_failed_update_keeps_the_previous_model_serving(client: Endpoint) -> N
     set_traffic(client, {"blue": 100})
     answer = deploy(client, "blue", "9", expect=422)
     assert answer["provisioning_state"] == "Failed" and "still serving model version 1" in answer["error"]
-    record = client.get("/deployments/blue", headers=AUTH).json()
+    record = client.get("/deployments/blue", headers=ADMIN).json()
     assert record["provisioning_state"] == "Succeeded" and record["model_version"] == "1"
     assert record["last_failed_model_version"] == "9"
     assert score(client).json()["model_version"] == "1"
@@ -173,14 +197,14 @@ def test_delete_is_refused_while_the_deployment_has_traffic(client: Endpoint, tm
     deploy(client, "blue", "1")
     deploy(client, "green", "2")
     set_traffic(client, {"blue": 100})
-    r = client.delete("/deployments/blue", headers=AUTH)
+    r = client.delete("/deployments/blue", headers=ADMIN)
     assert r.status_code == 409 and "100% of the traffic" in r.json()["error"]["message"]
     set_traffic(client, {"green": 100})
-    assert client.delete("/deployments/blue", headers=AUTH).status_code == 204
-    assert client.get("/deployments/blue", headers=AUTH).status_code == 404
-    assert client.delete("/deployments/blue", headers=AUTH).status_code == 404
+    assert client.delete("/deployments/blue", headers=ADMIN).status_code == 204
+    assert client.get("/deployments/blue", headers=ADMIN).status_code == 404
+    assert client.delete("/deployments/blue", headers=ADMIN).status_code == 404
     assert not (tmp_path / "state" / "deployments" / "blue").exists()
-    assert client.get("/traffic", headers=AUTH).json() == {"green": 100}
+    assert client.get("/traffic", headers=ADMIN).json() == {"green": 100}
 
 
 def test_a_restart_serves_the_same_models_without_mlflow(make_client: Callable[..., Endpoint], tmp_path: Path) -> None:
@@ -199,7 +223,7 @@ def test_a_restart_serves_the_same_models_without_mlflow(make_client: Callable[.
     second = make_client(model_loader=no_registry)
     assert score(second).json() == before
     assert score(second, deployment="green").json()["model_version"] == "2"
-    assert [d["provisioning_state"] for d in second.get("/deployments", headers=AUTH).json()["value"]] == [
+    assert [d["provisioning_state"] for d in second.get("/deployments", headers=ADMIN).json()["value"]] == [
         "Succeeded",
         "Succeeded",
     ]
@@ -214,7 +238,7 @@ def test_a_deployment_whose_copy_no_longer_loads_becomes_failed_at_restart(
     set_traffic(first, {"blue": 50, "green": 50})
     (tmp_path / "state" / "deployments" / "green" / "model" / "model.onnx").write_bytes(b"corrupt")
     second = make_client()
-    green = second.get("/deployments/green", headers=AUTH).json()
+    green = second.get("/deployments/green", headers=ADMIN).json()
     assert green["provisioning_state"] == "Failed" and "after a restart" in green["error"]
     assert {score(second).headers["azureml-model-deployment"] for _ in range(10)} == {"blue"}
 
@@ -275,14 +299,14 @@ def test_passthrough_mode_returns_score_pys_own_status(make_client: Callable[...
 
 
 def test_management_requests_are_validated(client: Endpoint) -> None:
-    r = client.put("/deployments/-bad", json={"model_version": "1"}, headers=AUTH)
+    r = client.put("/deployments/-bad", json={"model_version": "1"}, headers=ADMIN)
     assert r.status_code == 400 and "deployment name '-bad' is invalid" in r.json()["error"]["message"]
-    r = client.put("/deployments/blue", json={"model_version": "latest"}, headers=AUTH)
+    r = client.put("/deployments/blue", json={"model_version": "latest"}, headers=ADMIN)
     assert r.status_code == 400 and "MLflow model version number" in r.json()["error"]["message"]
-    r = client.put("/deployments/blue", json={"version": "1"}, headers=AUTH)
+    r = client.put("/deployments/blue", json={"version": "1"}, headers=ADMIN)
     assert r.status_code == 400 and '{"model_version": "3"}' in r.json()["error"]["message"]
-    assert client.put("/deployments/blue", json={"model_version": 1}, headers=AUTH).status_code == 201
-    assert client.get("/deployments/nope", headers=AUTH).status_code == 404
+    assert client.put("/deployments/blue", json={"model_version": 1}, headers=ADMIN).status_code == 201
+    assert client.get("/deployments/nope", headers=ADMIN).status_code == 404
 
 
 def test_the_stand_in_refuses_to_start_without_a_key(tmp_path: Path) -> None:

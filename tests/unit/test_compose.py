@@ -92,9 +92,30 @@ def test_ports_are_the_settings_ports_on_loopback(doc: dict[str, Any], default_s
 
 
 def test_env_names_match_the_process_stack(doc: dict[str, Any], default_settings: Settings) -> None:
+    """The same variables as the processes get, then only the container table's own (e.g. POSTGRES_*)."""
     for rendered in rendered_stack(default_settings):
         container_env = doc["services"][rendered.name].get("environment", {})
-        assert list(container_env) == list(rendered.env), rendered.name
+        assert rendered.spec.container is not None
+        own = [k for k in rendered.spec.container.env if k not in rendered.env]
+        assert list(container_env) == list(rendered.env) + own, rendered.name
+
+
+def test_airflow_and_mlflow_keep_their_state_in_the_postgres_service(
+    doc: dict[str, Any], default_settings: Settings
+) -> None:
+    services = doc["services"]
+    port = default_settings.stack.postgres_port
+    pg = services["postgres"]
+    assert pg["image"].startswith("postgres:")
+    assert pg["environment"]["POSTGRES_USER"] == default_settings.stack.postgres_user
+    init = " ".join(pg["command"])
+    assert "CREATE DATABASE %s" in init and "airflow mlflow" in init and f"-p {port}" in init
+    airflow_db = services["airflow"]["environment"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert airflow_db.startswith("postgresql+psycopg2://") and airflow_db.endswith(f"@postgres:{port}/airflow")
+    mlflow_cmd = " ".join(services["mlflow"]["command"])
+    assert f"@postgres:{port}/mlflow" in mlflow_cmd and "psycopg2-binary" in mlflow_cmd
+    assert "sqlite" not in yaml.safe_dump(doc)
+    assert "postgres" in services["airflow"]["depends_on"] and "postgres" in services["mlflow"]["depends_on"]
 
 
 def test_containers_reach_each_other_by_service_name(doc: dict[str, Any]) -> None:

@@ -467,7 +467,7 @@ def test_a_rollback_that_fails_keeps_the_current_version(
 def test_the_client_reports_the_servers_reasons(client: EndpointClient, endpoint: StandIn) -> None:
     assert client.healthy()
     assert client.deployment("blue") is None
-    with EndpointClient(settings(endpoint_url=endpoint.url, endpoint_key="wrong")) as wrong:
+    with EndpointClient(settings(endpoint_url=endpoint.url, endpoint_admin_key="wrong")) as wrong:
         with pytest.raises(EndpointError) as info:
             wrong.deployments()
         assert info.value.status == 401 and info.value.code == "Unauthorized"

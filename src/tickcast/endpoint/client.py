@@ -14,6 +14,9 @@ stand-in's key locally, an AML token in profile cloud (never an Entra ID token: 
 them, docs/decisions/0020). When the endpoint refuses an AML token (401), both twins drop it and send the call
 once more with a new one.
 
+Management calls send the stand-in's own management key, ``TICKCAST_SERVING__ENDPOINT_ADMIN_KEY`` (the
+scoring key opens no management route; decision 0063).
+
 Timeouts (one set): scoring waits ``serving.request_timeout_ms`` plus :data:`SCORE_TIMEOUT_MARGIN_S`, so
 the endpoint's own 408 arrives before the client gives up; management calls wait
 :data:`MANAGEMENT_TIMEOUT_S` (a PUT downloads the model and runs ``init()``); connecting waits
@@ -168,7 +171,7 @@ def _timeouts(settings: Settings) -> httpx.Timeout:
 class EndpointClient:
     """Typed calls to the endpoint at ``settings.endpoint_url`` (one pooled ``httpx.Client``).
 
-    ``transport`` replaces the network (tests); ``base_url``/``key`` override the settings;
+    ``transport`` replaces the network (tests); ``base_url``/``key``/``admin_key`` override the settings;
     ``token_credential`` replaces :func:`tickcast.azure.credential` when a token is used (see
     :mod:`tickcast.endpoint.auth`), ``token_transport`` the network to the AML token API. Close it (or use it
     as a context manager) when done.
@@ -180,6 +183,7 @@ class EndpointClient:
         *,
         base_url: str | None = None,
         key: str | None = None,
+        admin_key: str | None = None,
         token_credential: TokenCredential | None = None,
         transport: httpx.BaseTransport | None = None,
         token_transport: httpx.BaseTransport | None = None,
@@ -190,6 +194,12 @@ class EndpointClient:
         self.score_timeout = _timeouts(s)
         self.management_timeout = httpx.Timeout(management_timeout_s, connect=CONNECT_TIMEOUT_S)
         self.auth = EndpointAuth(s, key=key, credential=token_credential, token_transport=token_transport)
+        admin = (
+            admin_key
+            if admin_key is not None
+            else (s.serving.endpoint_admin_key.get_secret_value() if s.serving.endpoint_admin_key else "")
+        )
+        self._management_headers = {"Authorization": f"Bearer {admin}"} if admin else {}
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={"Accept": "application/json", "User-Agent": "tickcast-endpoint-client"},
@@ -231,6 +241,10 @@ class EndpointClient:
             log.warning("endpoint: the AML token was refused (%s); fetching a new one", response.text[:200])
         return response
 
+    def _manage(self, operation: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A management call: with the management key instead of the scoring key."""
+        return self._send(operation, method, path, headers=self._management_headers, **kwargs)
+
     def _check(self, operation: str, response: httpx.Response, *ok: int) -> Any:
         body = decode_body(response.content)
         if response.status_code in (ok or (200,)):
@@ -267,13 +281,13 @@ class EndpointClient:
     # --- management (the local stand-in) ------------------------------------------------------------------
 
     def deployments(self) -> list[DeploymentInfo]:
-        body = self._check("list deployments", self._send("list deployments", "GET", "/deployments"))
+        body = self._check("list deployments", self._manage("list deployments", "GET", "/deployments"))
         return [DeploymentInfo.from_json(d) for d in body.get("value", [])]
 
     def deployment(self, name: str) -> DeploymentInfo | None:
         """One deployment, or ``None`` when it does not exist."""
         operation = f"get deployment {name!r}"
-        response = self._send(operation, "GET", f"/deployments/{name}")
+        response = self._manage(operation, "GET", f"/deployments/{name}")
         if response.status_code == 404:
             return None
         return DeploymentInfo.from_json(self._check(operation, response))
@@ -284,21 +298,21 @@ class EndpointClient:
         A 422 (download or ``init()`` failed) raises :class:`EndpointError` with the stand-in's reason.
         """
         operation = f"deploy model version {model_version} to {name!r}"
-        response = self._send(operation, "PUT", f"/deployments/{name}", json={"model_version": str(model_version)})
+        response = self._manage(operation, "PUT", f"/deployments/{name}", json={"model_version": str(model_version)})
         return DeploymentInfo.from_json(self._check(operation, response, 200, 201))
 
     def delete_deployment(self, name: str) -> None:
         operation = f"delete deployment {name!r}"
-        self._check(operation, self._send(operation, "DELETE", f"/deployments/{name}"), 204)
+        self._check(operation, self._manage(operation, "DELETE", f"/deployments/{name}"), 204)
 
     def traffic(self) -> dict[str, int]:
-        body = self._check("get traffic", self._send("get traffic", "GET", "/traffic"))
+        body = self._check("get traffic", self._manage("get traffic", "GET", "/traffic"))
         return {str(k): int(v) for k, v in dict(body).items()}
 
     def set_traffic(self, weights: Mapping[str, int]) -> dict[str, int]:
         """Replace the split (names not given get 0); returns the split now in force."""
         operation = f"set traffic {dict(weights)}"
-        body = self._check(operation, self._send(operation, "PUT", "/traffic", json=dict(weights)))
+        body = self._check(operation, self._manage(operation, "PUT", "/traffic", json=dict(weights)))
         return {str(k): int(v) for k, v in dict(body).items()}
 
 

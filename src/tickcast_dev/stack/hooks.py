@@ -41,6 +41,15 @@ def create_topics(settings: Settings) -> None:
         admin.close()
 
 
+def create_databases(settings: Settings) -> None:
+    """Airflow's and MLflow's databases on the stack's PostgreSQL (each service migrates its own schema)."""
+    from tickcast.settings import STACK_DATABASES
+    from tickcast_dev.stack.postgres import create_databases as create
+
+    s = settings.stack
+    create(s.host, s.postgres_port, s.postgres_user, s.postgres_password.get_secret_value(), STACK_DATABASES)
+
+
 def unpause_dags(settings: Settings) -> None:
     """Switch on the DAGs in ``settings.airflow.unpause`` once the DAG processor has parsed them."""
     from tickcast_dev.airflow_client import AirflowClient
@@ -56,5 +65,6 @@ def unpause_dags(settings: Settings) -> None:
 HOOKS: dict[str, Callable[[Settings], None]] = {
     "create_containers": create_containers,
     "create_topics": create_topics,
+    "create_databases": create_databases,
     "unpause_dags": unpause_dags,
 }

@@ -104,7 +104,7 @@ def port_owner(port: int) -> str | None:
 
 
 def process_tree(proc: psutil.Process) -> list[psutil.Process]:
-    """The process, its descendants, and every member of its process group."""
+    """The process (first), its descendants, and every member of its process group."""
     tree = {proc.pid: proc}
     with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
         for child in proc.children(recursive=True):
@@ -121,19 +121,32 @@ def process_tree(proc: psutil.Process) -> list[psutil.Process]:
     return list(tree.values())
 
 
-def terminate_trees(trees: list[tuple[list[psutil.Process], float]]) -> list[psutil.Process]:
-    """SIGTERM every process of every tree; SIGKILL what is left of a tree after its grace period.
+@dataclass(frozen=True)
+class TreeStop:
+    """How to stop one service's process tree.
 
-    ``trees`` pairs each process tree with its grace period in seconds. All trees are signalled at
-    once, so stopping the stack takes as long as its slowest service, not their sum. Returns the
-    processes that had to be killed.
+    ``leader_signal`` (e.g. ``SIGINT`` for PostgreSQL's fast shutdown) goes to the tree's first process only
+    and the rest of the tree is left for it to shut down; without one, every process gets SIGTERM.
     """
-    for tree, _ in trees:
-        for p in tree:
+
+    tree: list[psutil.Process]
+    grace_s: float
+    leader_signal: signal.Signals | None = None
+
+
+def terminate_trees(stops: list[TreeStop]) -> list[psutil.Process]:
+    """Signal every tree (see :class:`TreeStop`); SIGKILL what is left of a tree after its grace period.
+
+    All trees are signalled at once, so stopping the stack takes as long as its slowest service, not
+    their sum. Returns the processes that had to be killed.
+    """
+    for stop in stops:
+        targets = stop.tree[:1] if stop.leader_signal is not None else stop.tree
+        for p in targets:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(stop.leader_signal or signal.SIGTERM)
     start = time.monotonic()
-    pending = [(list(tree), grace) for tree, grace in trees]
+    pending = [(list(stop.tree), stop.grace_s) for stop in stops]
     killed: list[psutil.Process] = []
     while pending:
         still = []

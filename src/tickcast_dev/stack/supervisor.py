@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -190,7 +191,7 @@ class Supervisor:
                 if record is None or procs.live_process(record) is None:
                     self.pid_file(n).remove()
                     raise ServiceStartError(n, "the process exited", tail(self.log_path(n)))
-                ok, detail = health.check(self.services[n].ready, timeout_s=1.0)
+                ok, detail = health.check(self.services[n].ready, timeout_s=1.0, since=record.create_time)
                 last_detail[n] = detail
                 if ok:
                     for hook in self.services[n].spec.on_ready:
@@ -253,7 +254,13 @@ class Supervisor:
         return self._stop(names)
 
     def _stop(self, names: list[str]) -> list[str]:
-        trees: list[tuple[list[psutil.Process], float]] = []
+        """Stop ``names`` all at once, except ``stop_last`` services (a database): after the others are gone."""
+        first = [n for n in names if not self.services[n].spec.stop_last]
+        last = [n for n in names if self.services[n].spec.stop_last]
+        return self._stop_together(first) + (self._stop_together(last) if last else [])
+
+    def _stop_together(self, names: list[str]) -> list[str]:
+        trees: list[procs.TreeStop] = []
         stopped = []
         for n in names:
             record = self.live_record(n)
@@ -261,10 +268,12 @@ class Supervisor:
                 continue
             proc = procs.live_process(record)
             if proc is not None:
-                grace = self.services[n].spec.stop_grace_s or self.settings.stack.stop_timeout_s
-                trees.append((procs.process_tree(proc), grace))
+                spec = self.services[n].spec
+                grace = spec.stop_grace_s or self.settings.stack.stop_timeout_s
+                leader = signal.Signals[spec.stop_signal] if spec.stop_signal else None
+                trees.append(procs.TreeStop(procs.process_tree(proc), grace, leader))
                 stopped.append(n)
-        labels = {p.pid: _proc_label(p) for tree, _ in trees for p in tree}
+        labels = {p.pid: _proc_label(p) for stop in trees for p in stop.tree}
         killed = procs.terminate_trees(trees)
         for n in stopped:
             self.pid_file(n).remove()
@@ -285,8 +294,8 @@ class Supervisor:
             pf = self.pid_file(n)
             record = pf.read()
             live = record is not None and procs.live_process(record) is not None
-            if live:
-                ok, detail = health.check(svc.ready, timeout_s=1.0)
+            if live and record is not None:
+                ok, detail = health.check(svc.ready, timeout_s=1.0, since=record.create_time)
             else:
                 ok, detail = False, "not running"
             state = "running" if live else ("stale" if pf.exists() else "stopped")
