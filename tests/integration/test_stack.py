@@ -22,6 +22,7 @@ def test_every_service_is_healthy(stack: Settings) -> None:
 
     statuses = Supervisor(stack).status()
     assert {s.name for s in statuses} == {
+        "postgres",
         "azurite",
         "kafka",
         "mlflow",
@@ -178,3 +179,56 @@ def test_airflow_parses_dags_without_import_errors_and_runs_a_task(stack: Settin
         af.unpause("stack_check")
         run_id = af.trigger("stack_check")
         assert af.wait_for_run("stack_check", run_id, timeout_s=180) == "success"
+
+
+def test_airflow_and_mlflow_keep_their_state_in_the_stacks_postgres(stack: Settings) -> None:
+    """Both schemas are migrated in their own database; no SQLite file is written anywhere."""
+    import psycopg2
+
+    s = stack.stack
+    for database, table in (("airflow", "dag"), ("mlflow", "experiments")):
+        conn = psycopg2.connect(
+            host=s.host,
+            port=s.postgres_port,
+            user=s.postgres_user,
+            password=s.postgres_password.get_secret_value(),
+            dbname=database,
+            connect_timeout=5,
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT version_num FROM alembic_version")
+                assert cur.fetchone(), f"{database}: no schema revision"
+                cur.execute(f"SELECT count(*) FROM {table}")
+                assert cur.fetchone() is not None
+        finally:
+            conn.close()
+    from tests.integration.conftest import stack_flavour
+
+    if stack_flavour()[0] == "processes":
+        assert not list(s.resolved_home().rglob("*.db")), "a service still writes a SQLite database"
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(host=s.host, port=s.postgres_port, user=s.postgres_user, password="wrong", dbname="mlflow")
+
+
+def test_every_port_the_stack_opens_is_on_loopback_and_airflow_uses_the_configured_ones(stack: Settings) -> None:
+    """No service listens on 0.0.0.0 or ::; Airflow's scheduler health check is on its own (free) port."""
+    import psutil
+
+    from tests.integration.conftest import _stack_processes, stack_flavour
+    from tickcast_dev.stack.supervisor import Supervisor
+
+    if stack_flavour()[0] != "processes":
+        pytest.skip("containers publish on loopback (tests/unit/test_compose.py); here: the processes")
+    pids = {p.pid for p in _stack_processes(Supervisor(stack))}
+    listening = [
+        (c.pid, c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    assert listening
+    assert [x for x in listening if x[1] not in ("127.0.0.1", "::1")] == []
+    ports = {port for _, _, port in listening}
+    s = stack.stack
+    assert {s.airflow_port, s.airflow_health_port, s.airflow_log_server_port, s.postgres_port} <= ports
+    assert not {8793, 8794, 8974} & ports, "Airflow's default ports would collide with a second stack"

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tickcast.settings import Settings, load_settings
-from tickcast_dev.stack.definition import parse_stack
+from tickcast_dev.stack.definition import StackDefinitionError, parse_stack
 from tickcast_dev.stack.procs import free_ports
 from tickcast_dev.stack.supervisor import PortTakenError, ServiceStartError, StackError, Supervisor
 
@@ -244,3 +244,36 @@ def _alive(pid: int | None) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_stop_signal_goes_to_the_main_process_only_which_stops_its_own_children(  # type: ignore[no-untyped-def]
+    make_sup, tmp_path: Path
+) -> None:
+    """PostgreSQL's way: SIGINT to the postmaster (fast shutdown), never a signal to its backends directly."""
+    log, pids = tmp_path / "signals.txt", tmp_path / "children.txt"
+    flags = ("--spawn-child", "--pid-out", str(pids), "--signal-log", str(log), "--linger", "0.3")
+    sup = make_sup(service("db", "azurite_port", *flags, extra='stop_signal = "SIGINT"'))
+    main = sup.up()[0].pid
+    child = int(pids.read_text().split()[0])
+    assert sup.down() == ["db"]
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["SIGINT"]
+    assert not _alive(main) and not _alive(child)
+    assert not any("killed" in m for m in sup.messages), "it stopped itself within its grace period"
+
+
+def test_stop_last_waits_until_its_clients_have_exited(make_sup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db_log, app_log = tmp_path / "db.txt", tmp_path / "app.txt"
+    toml = service("db", "azurite_port", "--signal-log", str(db_log), extra="stop_last = true") + service(
+        "app", "kafka_port", "--signal-log", str(app_log), "--linger", "0.5", after=("db",)
+    )
+    sup = make_sup(toml)
+    sup.up()
+    assert set(sup.down()) == {"db", "app"}
+    app_signalled = float(app_log.read_text().split()[1])
+    db_signalled = float(db_log.read_text().split()[1])
+    assert db_signalled >= app_signalled + 0.5, "the database is signalled only after its client has exited"
+
+
+def test_an_unknown_stop_signal_is_a_definition_error() -> None:
+    with pytest.raises(StackDefinitionError, match="not a signal name"):
+        parse_stack(service("a", "azurite_port", extra='stop_signal = "SIGNOPE"'))
