@@ -56,7 +56,7 @@ lint: _bootstrap
     {{bin}}/mypy
     {{bin}}/lint-imports --no-cache
 
-# stack startup benchmark: cold and warm time to healthy, down time, RSS per service
+# stack startup benchmark: cold up, 10 warm restarts (every other one with DAG runs left pending), healthy count, time to healthy per service, down time, RSS
 bench-stack: _bootstrap
     {{bin}}/python bench/stack_startup.py
 

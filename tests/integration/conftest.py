@@ -13,6 +13,8 @@ At the end of the session the stack is stopped and the teardown fails if any pro
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +33,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def stack() -> Iterator[Settings]:
     """Settings pointing at a running, healthy stack (exported as TICKCAST_* for child processes too)."""
     flavour, _ = stack_flavour()
     saved = dict(os.environ)
@@ -53,7 +55,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
     from tickcast_dev.stack.supervisor import Supervisor
 
-    home = tmp_path_factory.mktemp("stack")
+    # Not under pytest's basetemp: as root the stack's PostgreSQL runs as an unprivileged user that must reach
+    # its data directory, and every pytest session on the machine resets /tmp/pytest-of-<user> to mode 0700.
+    home = Path(tempfile.mkdtemp(prefix="tickcast-it-stack-"))
     port_fields = [name for name in StackSettings.model_fields if name.endswith("_port")]
     ports = dict(zip(port_fields, free_ports(len(port_fields)), strict=True))
     settings = load_settings(
@@ -71,6 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         sup.up()
     except Exception:
         sup.down()
+        shutil.rmtree(home, ignore_errors=True)
         raise
     print(f"\nstack healthy in {time.monotonic() - t0:.1f}s: " + "; ".join(log))
     try:
@@ -82,6 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         os.environ.clear()
         os.environ.update(saved)
         get_settings.cache_clear()
+        shutil.rmtree(home, ignore_errors=True)
         assert not leftovers, f"down left processes behind: {[_describe(p) for p in leftovers]}"
 
 
