@@ -319,7 +319,7 @@ class GatewaySettings(BaseModel):
 
 
 class AirflowSettings(BaseModel):
-    """Airflow 3: the local standalone instance, or the cloud's Airflow host."""
+    """Airflow 3: the local instance (the stack's airflow service), or the cloud's Airflow host."""
 
     url: str | None = Field(
         None, description="Airflow API server base URL; derived from the stack in local (ARM output airflowUrl)"
