@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.stack import stack_flavour
+from tests.support.stack import stack_flavour, stack_processes
 from tickcast.settings import Settings, StackSettings, get_settings, load_settings
 from tickcast_dev.stack.procs import free_ports
 
@@ -81,7 +81,7 @@ def stack() -> Iterator[Settings]:
     try:
         yield settings
     finally:
-        started = _stack_processes(sup)
+        started = stack_processes(sup)
         sup.down()
         leftovers = [p for p in started if _alive(p)]
         os.environ.clear()
@@ -89,20 +89,6 @@ def stack() -> Iterator[Settings]:
         get_settings.cache_clear()
         shutil.rmtree(home, ignore_errors=True)
         assert not leftovers, f"down left processes behind: {[_describe(p) for p in leftovers]}"
-
-
-def _stack_processes(sup: object) -> list[psutil.Process]:
-    from tickcast_dev.stack import procs
-    from tickcast_dev.stack.supervisor import Supervisor
-
-    assert isinstance(sup, Supervisor)
-    out: list[psutil.Process] = []
-    for name in sup.services:
-        record = sup.pid_file(name).read()
-        proc = procs.live_process(record) if record else None
-        if proc is not None:
-            out.extend(procs.process_tree(proc))
-    return out
 
 
 def _alive(p: psutil.Process) -> bool:

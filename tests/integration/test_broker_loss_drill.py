@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_producer import CLOSED, configured, running_emulator, start_broker
+from tests.support.market_source import CLOSED, configured, running_emulator, start_broker
 from tickcast.ingest.consumer import consume_to_lake
 from tickcast.ingest.producer import BarPublisher, Poller
 from tickcast.lake.store import Lake

@@ -203,7 +203,7 @@ def test_airflow_and_mlflow_keep_their_state_in_the_stacks_postgres(stack: Setti
                 assert cur.fetchone() is not None
         finally:
             conn.close()
-    from tests.integration.conftest import stack_flavour
+    from tests.support.stack import stack_flavour
 
     if stack_flavour()[0] == "processes":
         assert not list(s.resolved_home().rglob("*.db")), "a service still writes a SQLite database"
@@ -215,12 +215,12 @@ def test_every_port_the_stack_opens_is_on_loopback_and_airflow_uses_the_configur
     """No service listens on 0.0.0.0 or ::; Airflow's scheduler health check is on its own (free) port."""
     import psutil
 
-    from tests.integration.conftest import _stack_processes, stack_flavour
+    from tests.support.stack import stack_flavour, stack_processes
     from tickcast_dev.stack.supervisor import Supervisor
 
     if stack_flavour()[0] != "processes":
         pytest.skip("containers publish on loopback (tests/unit/test_compose.py); here: the processes")
-    pids = {p.pid for p in _stack_processes(Supervisor(stack))}
+    pids = {p.pid for p in stack_processes(Supervisor(stack))}
     listening = [
         (c.pid, c.laddr.ip, c.laddr.port)
         for c in psutil.net_connections(kind="inet")

@@ -1,11 +1,12 @@
-"""Helpers for tests that run against the private local stack: which flavour runs, and Airflow's dag.test() in
-the stack's environment.
+"""Helpers for tests that run against the private local stack: which flavour runs, the processes it started,
+and Airflow's dag.test() in the stack's environment.
 """
 
 from __future__ import annotations
 
 import os
 
+import psutil
 import pytest
 
 from tickcast.settings import Settings
@@ -63,3 +64,18 @@ def run_dag_test(
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def stack_processes(sup: object) -> list[psutil.Process]:
+    """Every process the supervisor ``sup`` started and their whole trees (the process stack)."""
+    from tickcast_dev.stack import procs
+    from tickcast_dev.stack.supervisor import Supervisor
+
+    assert isinstance(sup, Supervisor)
+    out: list[psutil.Process] = []
+    for name in sup.services:
+        record = sup.pid_file(name).read()
+        proc = procs.live_process(record) if record else None
+        if proc is not None:
+            out.extend(procs.process_tree(proc))
+    return out

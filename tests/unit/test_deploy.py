@@ -510,7 +510,7 @@ def test_the_client_sends_an_aml_token_never_an_entra_token_when_there_is_no_key
 
     cfg = load_settings(
         _env_file=None,
-        serving={"endpoint_key": "", "endpoint_url": "https://x.example/score"},
+        serving={"endpoint_key": "", "endpoint_admin_key": "", "endpoint_url": "https://x.example/score"},
         aml={"subscription_id": "s", "resource_group": "g", "workspace": "w", "endpoint_name": "tickcast"},
     )
     with EndpointClient(
@@ -562,6 +562,22 @@ def test_the_sync_client_replaces_a_refused_aml_token_once() -> None:
         assert c.traffic() == {"blue": 100}
         assert c.traffic() == {"blue": 100}
     assert seen == ["Bearer aml-1", "Bearer aml-2", "Bearer aml-2"]  # refused once, replaced, then reused
+
+
+def test_management_calls_send_the_management_key_and_scoring_the_scoring_key() -> None:
+    seen: dict[str, str] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.headers.get("authorization", "")
+        if request.url.path == "/score":
+            return httpx.Response(200, json={"symbol": "SPY"}, headers={"azureml-model-deployment": "blue"})
+        return httpx.Response(200, json={"blue": 100})
+
+    keys = {"endpoint_key": "scoring-key", "endpoint_admin_key": "admin-key", "endpoint_url": "http://e/score"}
+    with EndpointClient(load_settings(_env_file=None, serving=keys), transport=httpx.MockTransport(handler)) as c:
+        c.set_traffic({"blue": 100})
+        c.score({"symbol": "SPY", "bars": []})
+    assert seen == {"/traffic": "Bearer admin-key", "/score": "Bearer scoring-key"}
 
 
 # --- smoke bars from the lake -----------------------------------------------------------------------------
