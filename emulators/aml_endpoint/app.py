@@ -39,6 +39,7 @@ Deployments, the state file and restarts: :mod:`emulators.aml_endpoint.deploymen
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time

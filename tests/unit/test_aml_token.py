@@ -35,6 +35,7 @@ from tickcast.endpoint.auth import AmlTokenError, AmlTokens, parse_token
 from tickcast.settings import Settings, load_settings
 
 KEY = "stand-in-key"
+ADMIN_KEY = "stand-in-management-key"
 AML = {
     "subscription_id": "0000-sub",
     "resource_group": "tickcast-dev",
@@ -75,7 +76,7 @@ class ManagedIdentity:
 
 
 def stand_in_settings() -> Settings:
-    return load_settings(_env_file=None, serving={"endpoint_key": KEY}, aml=AML)
+    return load_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": ADMIN_KEY}, aml=AML)
 
 
 def kubernetes_stand_in(tmp_path: Path, clock: Clock, *, auth_mode: str = "aml_token", lifetime: int = 3600) -> FastAPI:
@@ -143,8 +144,9 @@ def test_an_aml_token_endpoint_scores_with_its_tokens_only_while_they_are_valid(
     clock.now += 601
     expired = call(app, "POST", "/score", content=request_body(), headers=bearer(token))
     assert expired.status_code == 401 and "expired" in expired.json()["message"]
-    # the stand-in's own management API keeps taking the key
-    assert call(app, "GET", "/traffic", headers=bearer(KEY)).json() == {"blue": 100}
+    # the stand-in's own management API takes its management key in every auth mode (decision 0063)
+    assert call(app, "GET", "/traffic", headers=bearer(ADMIN_KEY)).json() == {"blue": 100}
+    assert call(app, "GET", "/traffic", headers=bearer(KEY)).status_code == 401  # the scoring key manages nothing
     assert call(app, "GET", "/traffic", headers=bearer(token)).status_code == 401
 
 

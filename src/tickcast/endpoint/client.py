@@ -194,11 +194,8 @@ class EndpointClient:
         self.score_timeout = _timeouts(s)
         self.management_timeout = httpx.Timeout(management_timeout_s, connect=CONNECT_TIMEOUT_S)
         self.auth = EndpointAuth(s, key=key, credential=token_credential, token_transport=token_transport)
-        admin = (
-            admin_key
-            if admin_key is not None
-            else (s.serving.endpoint_admin_key.get_secret_value() if s.serving.endpoint_admin_key else "")
-        )
+        configured = s.serving.endpoint_admin_key if s.profile == "local" else None  # local stand-in only
+        admin = admin_key if admin_key is not None else (configured.get_secret_value() if configured else "")
         self._management_headers = {"Authorization": f"Bearer {admin}"} if admin else {}
         self._http = httpx.Client(
             base_url=self.base_url,
