@@ -105,6 +105,9 @@ def ensure_schema(settings: Settings, home: Path) -> bool:
     return True
 
 
+# Started by the launcher itself once the API server accepts connections (low priority, not on the critical path).
+AFTER_API = frozenset({"log-server"})
+
 # Modules a component needs, imported before it waits for the API server (most of its start-up cost).
 PRELOAD = {
     "scheduler": ("airflow.cli.cli_parser", "airflow.jobs.scheduler_job_runner", "airflow.executors.local_executor"),
@@ -134,9 +137,6 @@ def components(settings: Settings) -> dict[str, list[str]]:
     )
     out["log-server"] = ["nice", "-n", "10", sys.executable, "-c", code]
     return out
-
-
-AFTER_API = frozenset({"log-server"})
 
 
 def _accepts(host: str, port: int) -> bool:
