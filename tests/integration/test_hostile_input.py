@@ -105,6 +105,8 @@ def read_dlq(settings: Settings, n: int, deadline_s: float = 60) -> list[dict[st
 
 
 def lag(settings: Settings) -> int:
+    """Messages past the group's committed offsets. Tansu can report an end offset BELOW a committed one when
+    messages arrive in batches, so a partition committed past its reported end counts as 0, not negative."""
     from kafka import TopicPartition
 
     c = kafka.consumer(settings)
@@ -113,7 +115,7 @@ def lag(settings: Settings) -> int:
             TopicPartition(settings.kafka.bars_topic, p) for p in c.partitions_for_topic(settings.kafka.bars_topic)
         ]
         ends = c.end_offsets(parts)
-        return sum(ends[tp] - (c.committed(tp) or 0) for tp in parts)
+        return sum(max(ends[tp] - (c.committed(tp) or 0), 0) for tp in parts)
     finally:
         c.close(autocommit=False)
 
