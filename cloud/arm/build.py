@@ -1039,6 +1039,11 @@ AIRFLOW_CLOUD_ENV: dict[str, str] = {
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+    # Airflow's side servers listen on loopback only, as in the local stack (nothing off the host reads them)
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "8974",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "8794",
     "MLFLOW_TRACKING_URI": "{2}",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
