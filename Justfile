@@ -25,11 +25,16 @@ down: _bootstrap
 status: _bootstrap
     {{bin}}/tickcast status
 
-# the whole test suite: unit, then integration (starts its own stack on free ports)
+# the whole test suite: unit, then integration (starts its own stack on free ports); what CI runs
 test *args: _bootstrap
     {{bin}}/pytest tests/unit tests/integration {{args}}
 
-# unit tests only (no services)
+# the quick tier (<= 30 s): unit tests without the `slow` (TensorFlow trainings, real installs) and
+# `cloud_tools` (checkov / Azure SDK tool venvs, check-jsonschema) markers; no services
+test-fast *args: _bootstrap
+    {{bin}}/pytest tests/unit -m "not slow and not cloud_tools and not integration" --durations=5 {{args}}
+
+# unit tests only (no services), every tier; pick one with -m, e.g. just test-unit -m slow
 test-unit *args: _bootstrap
     {{bin}}/pytest tests/unit {{args}}
 
@@ -60,5 +65,6 @@ lint: _bootstrap
 bench-stack: _bootstrap
     {{bin}}/python bench/stack_startup.py
 
+# (skipped when ./just has just run it for this checkout)
 _bootstrap:
-    @local/bootstrap.sh
+    @[ "${TICKCAST_BOOTSTRAPPED:-}" = "{{justfile_directory()}}" ] || local/bootstrap.sh
