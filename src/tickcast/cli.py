@@ -69,14 +69,18 @@ def _fmt_uptime(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def _print_status(statuses: list) -> bool:  # type: ignore[type-arg]
+def _status_table(statuses: list) -> Table:  # type: ignore[type-arg]
     table = Table(title="tickcast local stack")
     for col in ("service", "URL", "PID", "healthy", "uptime", "detail"):
         table.add_column(col)
     for st in statuses:
         mark = "[green]yes[/green]" if st.healthy else ("[red]no[/red]" if st.state == "running" else "[dim]no[/dim]")
         table.add_row(st.name, st.url, str(st.pid or "-"), mark, _fmt_uptime(st.uptime_s), st.detail)
-    console.print(table)
+    return table
+
+
+def _print_status(statuses: list) -> bool:  # type: ignore[type-arg]
+    console.print(_status_table(statuses))
     return all(st.healthy for st in statuses)
 
 
@@ -115,17 +119,30 @@ def down() -> None:
 @app.command()
 def status(
     stack_only: Annotated[bool, typer.Option("--stack-only", help="only the process table")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh in place until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.5, help="seconds between refreshes (--watch)")] = 2.0,
 ) -> None:
     """The stack (service, URL, PID, healthy, uptime) and the pipeline: lake freshness, consumer lag, last
-    training vs persistence, the production model, endpoint traffic, the gateway URL. Exit 1 when a service
-    is unhealthy."""
-    settings = _settings()
-    healthy = _print_status(_supervisor(settings).status())
-    if not stack_only:
-        from tickcast_dev.status import renderables, snapshot
+    training vs persistence, the production model, endpoint traffic, the gateway URL. Every check runs at
+    once with short timeouts. Exit 1 when a service is unhealthy."""
+    from rich.console import Group
 
-        for item in renderables(snapshot(settings)):
-            console.print(item)
+    from tickcast_dev import status as pipeline_status
+
+    settings = _settings()
+    sup = _supervisor(settings)
+
+    def view() -> tuple[Group, bool]:
+        collect = None if stack_only else pipeline_status.start_snapshot(settings)  # runs while the table fills
+        statuses = sup.status()
+        items = [_status_table(statuses), *(pipeline_status.renderables(collect()) if collect else [])]
+        return Group(*items), all(st.healthy for st in statuses)
+
+    if watch:
+        pipeline_status.watch(console, view, interval)
+        return
+    shown, healthy = view()
+    console.print(shown)
     if not healthy:
         raise typer.Exit(1)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tickcast.settings import Settings, load_settings
-from tickcast.stack.install import ensure_installed, installed
+from tickcast_dev.stack.install import ensure_installed, installed
 
 pytestmark = pytest.mark.slow
 
