@@ -13,9 +13,10 @@ up *args: _bootstrap
     {{bin}}/tickcast up {{args}}
     {{bin}}/tickcast run
 
-# only the stack (no backfill, no training)
-stack: _bootstrap
-    {{bin}}/tickcast up
+# only the stack (no backfill, no training); `just stack --reload` then restarts the endpoint, the
+# Function app and the gateway when their source changes (until Ctrl-C; the stack stays up)
+stack *args: _bootstrap
+    {{bin}}/tickcast up {{args}}
 
 # stop every service of the local stack, children included
 down: _bootstrap

@@ -91,6 +91,14 @@ def up(
         bool,
         typer.Option("--tape", help="the Yahoo emulator replays the real tape (TICKCAST_EMULATOR__TAPE_DIR)"),
     ] = False,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="then stay in the foreground and restart the endpoint, the Function app and the gateway when "
+            "their source changes (the `watch` lists in local/stack.toml); Ctrl-C stops watching, the stack stays up",
+        ),
+    ] = False,
 ) -> None:
     """Install what is missing, start the local stack and wait until every service is healthy."""
     if tape:  # the services inherit the setting; a running emulator keeps its mode until `tickcast down`
@@ -98,11 +106,18 @@ def up(
     settings = _settings()
     console.print(f"[bold]tickcast up[/bold]  (home {settings.stack.resolved_home()})")
     t0 = time.monotonic()
-    statuses = _supervisor(settings).up(services)
+    sup = _supervisor(settings)
+    statuses = sup.up(services)
     healthy = _print_status(statuses)
     console.print(f"stack up in {time.monotonic() - t0:.1f}s")
     if not healthy:
         raise typer.Exit(1)
+    if reload:
+        from tickcast_dev.stack.reload import Reloader
+
+        with contextlib.suppress(KeyboardInterrupt):
+            Reloader(sup, [st.name for st in statuses]).run()
+        console.print("stopped watching; the stack is still up (tickcast down stops it)")
 
 
 @app.command()

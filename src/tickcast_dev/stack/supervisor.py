@@ -254,6 +254,12 @@ class Supervisor:
         names = list(reversed(self._select(only)))
         return self._stop(names)
 
+    def restart(self, names: Iterable[str]) -> list[ServiceStatus]:
+        """Stop exactly ``names`` (not the services they depend on, unlike ``down``) and bring them up again."""
+        wanted = set(names)
+        self._stop([n for n in reversed(self._select(wanted)) if n in wanted])
+        return self.up(wanted)
+
     def _stop(self, names: list[str]) -> list[str]:
         """Stop ``names`` all at once, except ``stop_last`` services (a database): after the others are gone."""
         first = [n for n in names if not self.services[n].spec.stop_last]
