@@ -6,12 +6,14 @@ Figures (each one a function in FIGURES; pick with --figures, default all):
 * bootstrap: `./just --list`, i.e. the overhead every `./just RECIPE` pays when nothing changed
   (local/bootstrap.sh plus just itself), and `local/bootstrap.sh` alone; median and max of N rounds;
 * help: `tickcast --help` (CLI import time);
-* status: `tickcast status` against whatever stack this checkout has (the figure records whether
-  every service was healthy: the command's exit code);
+* status: `tickcast status` against the stack the settings point at (TICKCAST_* variables included;
+  the figure records how many services were healthy);
 * test_fast: one run of `./just test-fast` (wall time, and whether it passed).
 More figures (a warm stack start, for instance) are one function each: ``def figure_x(args) -> dict``,
 registered in FIGURES, and they land in the same JSON file.
 
+Every timed figure has its wall time and its CPU time (user + system of the command and its children):
+on a machine shared with other work the wall time grows with the load, the CPU time much less.
 Prints a table and merges the figures it measured into the JSON file (figures not measured this time
 keep their earlier value, each with its own date and machine).
 """
@@ -21,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,53 +44,77 @@ def machine() -> dict[str, Any]:
     return describe()
 
 
-def run_timed(cmd: list[str], *, timeout: float = 600, env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Wall seconds, exit code and combined output of one run of ``cmd`` from the checkout's root."""
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    cpu_s: float  # user + system of the command and its children
+    rc: int
+    output: str
+
+
+def run_timed(cmd: list[str], *, timeout: float = 600, env: dict[str, str] | None = None) -> Run:
+    """One run of ``cmd`` from the checkout's root."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False, env=env or dict(os.environ)
     )
-    return time.perf_counter() - t0, proc.returncode, proc.stdout + proc.stderr
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(wall, cpu, proc.returncode, proc.stdout + proc.stderr)
 
 
-def repeated(cmd: list[str], rounds: int, *, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """One warm-up run (not counted), then ``rounds`` timed runs: median and max seconds."""
-    _, rc, out = run_timed(cmd, env=env)
-    if rc != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({rc}):\n{out[-2000:]}")
-    times = [run_timed(cmd, env=env)[0] for _ in range(rounds)]
-    return {"median_s": round(statistics.median(times), 3), "max_s": round(max(times), 3), "runs": rounds}
+def summary(runs: list[Run]) -> dict[str, Any]:
+    walls = [r.wall_s for r in runs]
+    return {
+        "median_s": round(statistics.median(walls), 3),
+        "max_s": round(max(walls), 3),
+        "cpu_median_s": round(statistics.median(r.cpu_s for r in runs), 3),
+        "runs": len(runs),
+    }
+
+
+def repeated(
+    cmd: list[str], rounds: int, *, env: dict[str, str] | None = None, ok: tuple[int, ...] = (0,)
+) -> tuple[dict[str, Any], Run]:
+    """One warm-up run (not counted), then ``rounds`` timed runs; their summary and the warm-up run."""
+    first = run_timed(cmd, env=env)
+    if first.rc not in ok:
+        raise SystemExit(f"{' '.join(cmd)} failed ({first.rc}):\n{first.output[-2000:]}")
+    return summary([run_timed(cmd, env=env) for _ in range(rounds)]), first
 
 
 def figure_bootstrap(args: argparse.Namespace) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "TICKCAST_BOOTSTRAPPED"}
     return {
-        "just_list": repeated([str(ROOT / "just"), "--list"], args.rounds, env=env),
-        "bootstrap_sh": repeated([str(ROOT / "local" / "bootstrap.sh")], args.rounds, env=env),
+        "just_list": repeated([str(ROOT / "just"), "--list"], args.rounds, env=env)[0],
+        "bootstrap_sh": repeated([str(ROOT / "local" / "bootstrap.sh")], args.rounds, env=env)[0],
     }
 
 
 def figure_help(args: argparse.Namespace) -> dict[str, Any]:
-    return repeated([str(BIN / "tickcast"), "--help"], args.rounds)
+    return repeated([str(BIN / "tickcast"), "--help"], args.rounds)[0]
 
 
 def figure_status(args: argparse.Namespace) -> dict[str, Any]:
-    cmd = [str(BIN / "tickcast"), "status"]
-    _, rc, _ = run_timed(cmd)
-    times = [run_timed(cmd)[0] for _ in range(args.rounds)]
-    return {
-        "median_s": round(statistics.median(times), 3),
-        "max_s": round(max(times), 3),
-        "runs": args.rounds,
-        # `tickcast status` exits 0 only when every service is healthy
-        "stack": "healthy" if rc == 0 else "down or unhealthy",
-    }
+    """Against the stack the settings point at (TICKCAST_* variables included); exit 1 = not all healthy."""
+    env = {**os.environ, "COLUMNS": "200"}
+    result, first = repeated([str(BIN / "tickcast"), "status"], args.rounds, env=env, ok=(0, 1))
+    rows = [[c.strip() for c in line.split("│")] for line in first.output.splitlines()]
+    marks = [cells[4] for cells in rows if len(cells) == 8 and cells[4] in ("yes", "no")]  # the process table
+    return {**result, "services_healthy": f"{marks.count('yes')}/{len(marks)}"}
 
 
 def figure_test_fast(args: argparse.Namespace) -> dict[str, Any]:
-    seconds, rc, out = run_timed([str(ROOT / "just"), "test-fast", "-q", "-p", "no:cacheprovider"], timeout=1800)
-    summary = next((line for line in reversed(out.splitlines()) if " in " in line and "passed" in line), "")
-    return {"wall_s": round(seconds, 1), "passed": rc == 0, "summary": summary.strip("= ")}
+    run = run_timed([str(ROOT / "just"), "test-fast", "-q", "-p", "no:cacheprovider"], timeout=1800)
+    line = next((x for x in reversed(run.output.splitlines()) if " in " in x and "passed" in x), "")
+    return {
+        "wall_s": round(run.wall_s, 1),
+        "cpu_s": round(run.cpu_s, 1),
+        "passed": run.rc == 0,
+        "summary": line.strip("= "),
+    }
 
 
 FIGURES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
@@ -101,20 +129,23 @@ def headline(name: str, fig: dict[str, Any]) -> str:
     """One line per figure for the printed table."""
     if name == "bootstrap":
         j, b = fig["just_list"], fig["bootstrap_sh"]
-        text = f"./just --list {j['median_s']:.3f} s (max {j['max_s']:.3f}); bootstrap.sh {b['median_s']:.3f} s"
+        text = (
+            f"./just --list {j['median_s']:.3f} s (max {j['max_s']:.3f}, CPU {j['cpu_median_s']:.3f}); "
+            f"bootstrap.sh {b['median_s']:.3f} s"
+        )
         value = j["median_s"]
     elif name == "test_fast":
-        text = f"{fig['wall_s']:.1f} s, {'passed' if fig['passed'] else 'FAILED'} ({fig['summary']})"
+        state = "passed" if fig["passed"] else "FAILED"
+        text = f"{fig['wall_s']:.1f} s (CPU {fig['cpu_s']:.1f} s), {state} ({fig['summary']})"
         value = fig["wall_s"]
     else:
-        text = f"{fig['median_s']:.3f} s (max {fig['max_s']:.3f})" + (
-            f", stack {fig['stack']}" if "stack" in fig else ""
-        )
+        text = f"{fig['median_s']:.3f} s (max {fig['max_s']:.3f}, CPU {fig['cpu_median_s']:.3f})"
+        if "services_healthy" in fig:
+            text += f", {fig['services_healthy']} services healthy"
         value = fig["median_s"]
     target = TARGETS_S.get(name)
-    return f"{name:<10} {text}" + (
-        f"   (target <= {target:g} s{'' if value <= target else ': MISSED'})" if target else ""
-    )
+    verdict = f"   (target <= {target:g} s{'' if value <= target else ': missed'})" if target else ""
+    return f"{name:<10} {text}{verdict}"
 
 
 def main(argv: list[str] | None = None) -> None:
