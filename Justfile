@@ -36,9 +36,10 @@ test *args: _bootstrap
     {{bin}}/pytest tests/unit tests/integration {{args}}
 
 # the quick tier (<= 30 s): unit tests without the `slow` (TensorFlow trainings, real installs) and
-# `cloud_tools` (checkov / Azure SDK tool venvs, check-jsonschema) markers; no services
+# `cloud_tools` (checkov / Azure SDK tool venvs, check-jsonschema) markers; no services; one pytest
+# worker per core (pytest-xdist; `just test-fast -n 0` runs in one process)
 test-fast *args: _bootstrap
-    {{bin}}/pytest tests/unit -m "not slow and not cloud_tools and not integration" --durations=5 {{args}}
+    {{bin}}/pytest tests/unit -m "not slow and not cloud_tools and not integration" -n auto --durations=5 {{args}}
 
 # unit tests only (no services), every tier; pick one with -m, e.g. just test-unit -m slow
 test-unit *args: _bootstrap
