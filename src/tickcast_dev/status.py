@@ -45,8 +45,8 @@ __all__ = [
 ]
 
 KNOCK_TIMEOUT_S = 0.5  # TCP connect to a service's port (loopback answers in microseconds)
-PROBE_TIMEOUT_S = 2.0  # one HTTP call or Kafka request
-DEADLINE_S = 4.0  # the whole snapshot: a part that has not answered by then is reported as such
+PROBE_TIMEOUT_S = 3.0  # one HTTP call or Kafka request (a loaded machine answers loopback slowly too)
+DEADLINE_S = 5.0  # the whole snapshot: a part that has not answered by then is reported as such
 T = TypeVar("T")
 
 
