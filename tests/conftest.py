@@ -8,6 +8,12 @@ identity probes) or any ``*.windows.net``, ``*.azure.com``, ``*.microsoftonline.
 hanging on an IMDS probe or talking to a real tenant. Each blocked attempt is recorded in
 ``network_guard.blocked`` so a test can assert that nothing tried. It covers this Python process
 only; the child processes tests start (Azurite, fake services) listen on loopback.
+
+Test tiers (markers in pyproject.toml; `./just test-fast` runs what carries none of them):
+``integration`` for everything under tests/integration and ``cloud_tools`` for every test that uses
+the checkov / Azure SDK tool venv (the ``tool_python`` fixture) are set here, by location and
+fixture use; ``slow`` (TensorFlow trainings, real installs, Airflow's DAG parse) and the other
+``cloud_tools`` tests carry the mark in their module.
 """
 
 from __future__ import annotations
@@ -82,6 +88,15 @@ class NetworkGuard:
         mp.setattr(socket, "gethostbyname", gethostbyname)
         mp.setattr(socket.socket, "connect", connect)
         mp.setattr(socket.socket, "connect_ex", connect_ex)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tiers that follow from where a test lives and what it uses (see the module docstring)."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+        if "tool_python" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cloud_tools)
 
 
 @pytest.fixture(scope="session", autouse=True)

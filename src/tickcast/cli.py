@@ -69,14 +69,18 @@ def _fmt_uptime(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def _print_status(statuses: list) -> bool:  # type: ignore[type-arg]
+def _status_table(statuses: list) -> Table:  # type: ignore[type-arg]
     table = Table(title="tickcast local stack")
     for col in ("service", "URL", "PID", "healthy", "uptime", "detail"):
         table.add_column(col)
     for st in statuses:
         mark = "[green]yes[/green]" if st.healthy else ("[red]no[/red]" if st.state == "running" else "[dim]no[/dim]")
         table.add_row(st.name, st.url, str(st.pid or "-"), mark, _fmt_uptime(st.uptime_s), st.detail)
-    console.print(table)
+    return table
+
+
+def _print_status(statuses: list) -> bool:  # type: ignore[type-arg]
+    console.print(_status_table(statuses))
     return all(st.healthy for st in statuses)
 
 
@@ -87,6 +91,14 @@ def up(
         bool,
         typer.Option("--tape", help="the Yahoo emulator replays the real tape (TICKCAST_EMULATOR__TAPE_DIR)"),
     ] = False,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload",
+            help="then stay in the foreground and restart the endpoint, the Function app and the gateway when "
+            "their source changes (the `watch` lists in local/stack.toml); Ctrl-C stops watching, the stack stays up",
+        ),
+    ] = False,
 ) -> None:
     """Install what is missing, start the local stack and wait until every service is healthy."""
     if tape:  # the services inherit the setting; a running emulator keeps its mode until `tickcast down`
@@ -94,11 +106,18 @@ def up(
     settings = _settings()
     console.print(f"[bold]tickcast up[/bold]  (home {settings.stack.resolved_home()})")
     t0 = time.monotonic()
-    statuses = _supervisor(settings).up(services)
+    sup = _supervisor(settings)
+    statuses = sup.up(services)
     healthy = _print_status(statuses)
     console.print(f"stack up in {time.monotonic() - t0:.1f}s")
     if not healthy:
         raise typer.Exit(1)
+    if reload:
+        from tickcast_dev.stack.reload import Reloader
+
+        with contextlib.suppress(KeyboardInterrupt):
+            Reloader(sup, [st.name for st in statuses]).run()
+        console.print("stopped watching; the stack is still up (tickcast down stops it)")
 
 
 @app.command()
@@ -115,17 +134,30 @@ def down() -> None:
 @app.command()
 def status(
     stack_only: Annotated[bool, typer.Option("--stack-only", help="only the process table")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh in place until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.5, help="seconds between refreshes (--watch)")] = 2.0,
 ) -> None:
     """The stack (service, URL, PID, healthy, uptime) and the pipeline: lake freshness, consumer lag, last
-    training vs persistence, the production model, endpoint traffic, the gateway URL. Exit 1 when a service
-    is unhealthy."""
-    settings = _settings()
-    healthy = _print_status(_supervisor(settings).status())
-    if not stack_only:
-        from tickcast_dev.status import renderables, snapshot
+    training vs persistence, the production model, endpoint traffic, the gateway URL. Every check runs at
+    once with short timeouts. Exit 1 when a service is unhealthy."""
+    from rich.console import Group
 
-        for item in renderables(snapshot(settings)):
-            console.print(item)
+    from tickcast_dev import status as pipeline_status
+
+    settings = _settings()
+    sup = _supervisor(settings)
+
+    def view() -> tuple[Group, bool]:
+        collect = None if stack_only else pipeline_status.start_snapshot(settings)  # runs while the table fills
+        statuses = sup.status()
+        items = [_status_table(statuses), *(pipeline_status.renderables(collect()) if collect else [])]
+        return Group(*items), all(st.healthy for st in statuses)
+
+    if watch:
+        pipeline_status.watch(console, view, interval)
+        return
+    shown, healthy = view()
+    console.print(shown)
     if not healthy:
         raise typer.Exit(1)
 

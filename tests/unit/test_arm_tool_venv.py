@@ -13,6 +13,8 @@ import pytest
 
 from tests.support.cloud_validators import tool_venv
 
+pytestmark = pytest.mark.cloud_tools
+
 
 def test_the_key_follows_the_requirements(tmp_path: Path) -> None:
     requirements = tmp_path / "requirements.txt"

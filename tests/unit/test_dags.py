@@ -16,6 +16,8 @@ import pytest
 
 from tickcast.settings import PROJECT_ROOT
 
+pytestmark = pytest.mark.slow
+
 PARSE = r"""
 import json, sys, time
 t0 = time.monotonic()

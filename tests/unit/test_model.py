@@ -92,6 +92,7 @@ def trained(data: dict[str, np.ndarray]) -> tuple[Any, dict[str, list[float]], f
 # --- (a) it learns ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_model_beats_predicting_zero_on_ar1_returns(
     data: dict[str, np.ndarray], trained: tuple[Any, dict[str, list[float]], float]
 ) -> None:
@@ -111,6 +112,7 @@ def test_model_beats_predicting_zero_on_ar1_returns(
     assert ratio > 0.85, f"ratio {ratio:.3f} is far below the theoretical optimum 0.917: leak?"
 
 
+@pytest.mark.slow
 def test_fit_history_and_best_weights_restored(
     data: dict[str, np.ndarray], trained: tuple[Any, dict[str, list[float]], float]
 ) -> None:
@@ -122,6 +124,7 @@ def test_fit_history_and_best_weights_restored(
     assert val_now == pytest.approx(min(history["val_loss"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_param_count_matches_the_documented_formula() -> None:
     from tickcast.model import architecture
 
@@ -130,6 +133,7 @@ def test_param_count_matches_the_documented_formula() -> None:
     assert model.input_shape == (None, 30, 10) and model.output_shape == (None, 1)
 
 
+@pytest.mark.slow
 def test_fit_rejects_bad_shapes(data: dict[str, np.ndarray]) -> None:
     from tickcast.model import architecture
 
@@ -144,6 +148,7 @@ def test_fit_rejects_bad_shapes(data: dict[str, np.ndarray]) -> None:
 # --- (b) ONNX ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_onnx_export_parity_and_interface(
     data: dict[str, np.ndarray], trained: tuple[Any, dict[str, list[float]], float]
 ) -> None:
@@ -181,6 +186,7 @@ def test_onnx_export_parity_and_interface(
         onnx_export.check_parity(other, onnx_bytes, x)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 def test_keras_file_round_trip_needs_no_custom_objects(
     tmp_path: Path, data: dict[str, np.ndarray], trained: tuple[Any, dict[str, list[float]], float]
@@ -199,6 +205,7 @@ def test_keras_file_round_trip_needs_no_custom_objects(
 # --- (c) reproducible ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_same_predictions(
     data: dict[str, np.ndarray], trained: tuple[Any, dict[str, list[float]], float]
 ) -> None:

