@@ -1,7 +1,7 @@
 """``python -m emulators.yahoo [--host H] [--port P]``: serve the emulator with uvicorn.
 
-Host and port default to ``stack.host`` and ``stack.yahoo_port`` from :func:`tickcast.settings.get_settings`;
-everything else (mode, seed, phi, clock) comes from ``TICKCAST_EMULATOR__*``.
+Host and port default to ``stack.host`` and ``stack.yahoo_port`` of :mod:`emulators.settings`; everything else
+(mode, seed, phi, clock) comes from ``TICKCAST_EMULATOR__*``, the symbols from ``TICKCAST_SYMBOLS``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import argparse
 
 import uvicorn
 
+from emulators.settings import get_stand_in_settings
 from emulators.yahoo.app import create_app
-from tickcast.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    settings = get_stand_in_settings()
     parser = argparse.ArgumentParser(prog="python -m emulators.yahoo", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=settings.stack.host, help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=settings.stack.yahoo_port, help="port (default: %(default)s)")

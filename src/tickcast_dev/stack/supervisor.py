@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from emulators.settings import StandInSettingsError, load_stand_in_settings
 from tickcast.errors import TickcastError
 from tickcast.settings import Settings
 from tickcast_dev.stack import health, hooks, install, procs
@@ -132,13 +133,22 @@ class Supervisor:
                 stack.extend(specs[name].after)
         return [n for n in order if n in wanted]
 
-    def _env(self, svc: RenderedService) -> dict[str, str]:
+    def child_env(self) -> dict[str, str]:
+        """The environment every service starts with: this one, the product's settings and the stand-ins' own
+        ``emulator`` group as ``TICKCAST_*`` variables (a ``.env`` here included: services run in their data
+        directories), and this interpreter's bin first on PATH."""
         env = dict(os.environ)
         env.update(self.settings.to_env())
+        try:
+            env.update(load_stand_in_settings().emulator_env())
+        except StandInSettingsError as err:
+            raise StackError(str(err)) from None
         venv_bin = str(Path(sys.executable).parent)
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-        env.update(svc.env)
         return env
+
+    def _env(self, svc: RenderedService) -> dict[str, str]:
+        return {**self.child_env(), **svc.env}
 
     def live_record(self, name: str) -> procs.PidRecord | None:
         """The PID record of a running service; a stale PID file is reported and removed."""
