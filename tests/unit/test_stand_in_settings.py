@@ -145,10 +145,20 @@ def test_the_harness_hands_the_emulator_group_to_the_services(tmp_path: Path) ->
         supervisor.child_env()
 
 
+def test_up_tape_switches_only_the_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tickcast up --tape``: the services get mode tape, the other emulator variables still count."""
+    monkeypatch.setenv("TICKCAST_EMULATOR__SEED", "3")
+    monkeypatch.setenv("TICKCAST_EMULATOR__MODE", "synthetic")
+    product = load_settings(_env_file=None, stack={"home": tmp_path / "home"})
+    env = Supervisor(product, specs={}, emulator={"mode": "tape"}).child_env()
+    assert env["TICKCAST_EMULATOR__MODE"] == "tape" and env["TICKCAST_EMULATOR__SEED"] == "3"
+    assert Supervisor(product, specs={}).child_env()["TICKCAST_EMULATOR__MODE"] == "synthetic"
+
+
 def test_the_oracle_exists_only_for_the_local_synthetic_market(monkeypatch: pytest.MonkeyPatch) -> None:
     local = load_settings(_env_file=None)
     assert emulator_oracle(local) is not None
     assert emulator_oracle(local, MarketSettings(mode="tape")) is None
     assert emulator_oracle(load_settings(_env_file=None, profile="cloud", storage={"account_url": "https://a"})) is None
-    monkeypatch.setenv("TICKCAST_EMULATOR__MODE", "tape")  # what `tickcast up --tape` sets for the stack
+    monkeypatch.setenv("TICKCAST_EMULATOR__MODE", "tape")  # what the services see after `tickcast up --tape`
     assert emulator_oracle(local) is None

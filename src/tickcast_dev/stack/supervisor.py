@@ -20,9 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -93,9 +94,17 @@ class Supervisor:
     """Drives the process stack for one settings object (one home directory, one set of ports)."""
 
     def __init__(
-        self, settings: Settings, report: Reporter | None = None, specs: dict[str, ServiceSpec] | None = None
+        self,
+        settings: Settings,
+        report: Reporter | None = None,
+        specs: dict[str, ServiceSpec] | None = None,
+        *,
+        emulator: Mapping[str, Any] | None = None,
     ) -> None:
+        """``emulator`` overrides settings of the stand-ins' ``emulator`` group for the services this starts
+        (``tickcast up --tape``: ``{"mode": "tape"}``); the rest still comes from ``TICKCAST_EMULATOR__*``."""
         self.settings = settings
+        self.emulator = dict(emulator or {})
         self.specs = specs if specs is not None else load_stack()
         self.home = settings.stack.resolved_home()
         self.report: Reporter = report or (lambda _msg: None)
@@ -140,7 +149,7 @@ class Supervisor:
         env = dict(os.environ)
         env.update(self.settings.to_env())
         try:
-            env.update(load_stand_in_settings().emulator_env())
+            env.update(load_stand_in_settings(emulator=self.emulator).emulator_env())
         except StandInSettingsError as err:
             raise StackError(str(err)) from None
         venv_bin = str(Path(sys.executable).parent)
