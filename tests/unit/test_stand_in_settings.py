@@ -3,6 +3,7 @@ defaults where both read a value, errors that name the variable, and the harness
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from emulators.settings import (
     MarketSettings,
     StandInSettings,
     StandInSettingsError,
+    get_stand_in_settings,
     load_stand_in_settings,
 )
 from emulators.yahoo.app import create_app as create_yahoo
@@ -162,3 +164,18 @@ def test_the_oracle_exists_only_for_the_local_synthetic_market(monkeypatch: pyte
     assert emulator_oracle(load_settings(_env_file=None, profile="cloud", storage={"account_url": "https://a"})) is None
     monkeypatch.setenv("TICKCAST_EMULATOR__MODE", "tape")  # what the services see after `tickcast up --tape`
     assert emulator_oracle(local) is None
+
+
+@pytest.mark.parametrize("program", ["emulators.yahoo", "emulators.aml_endpoint", "emulators.apim"])
+def test_a_stand_in_started_with_a_wrong_value_says_which_variable(
+    monkeypatch: pytest.MonkeyPatch, program: str
+) -> None:
+    main = importlib.import_module(f"{program}.__main__").main
+    monkeypatch.setenv("TICKCAST_SERVING__REQUEST_TIMEOUT_MS", "10")  # below AML's minimum of 100
+    get_stand_in_settings.cache_clear()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(["--port", "1"])
+    finally:
+        get_stand_in_settings.cache_clear()
+    assert "TICKCAST_SERVING__REQUEST_TIMEOUT_MS=" in str(stopped.value.code)
