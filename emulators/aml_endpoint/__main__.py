@@ -1,24 +1,28 @@
 """``python -m emulators.aml_endpoint [--host H] [--port P] [--state-dir DIR] [--kind K] [--auth-mode M]``: serve the
 stand-in with uvicorn.
 
-Defaults: ``stack.host``, ``stack.endpoint_port`` and ``<stack.home>/data/endpoint`` from
-:func:`tickcast.settings.get_settings`; the key and the request timeout come from ``TICKCAST_SERVING__*``,
-MLflow from ``TICKCAST_MLFLOW__*``.
+Defaults: ``stack.host``, ``stack.endpoint_port`` and ``<stack.home>/data/endpoint`` of :mod:`emulators.settings`;
+the key and the request timeout come from ``TICKCAST_SERVING__*``, MLflow from ``TICKCAST_MLFLOW__*``, the
+endpoint's Azure coordinates (checked on AML token requests) from ``TICKCAST_AML__*``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import uvicorn
 
 from emulators.aml_endpoint.app import create_app, default_state_dir
-from tickcast.settings import get_settings
+from emulators.settings import StandInSettingsError, get_stand_in_settings
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    try:
+        settings = get_stand_in_settings()
+    except StandInSettingsError as err:
+        sys.exit(str(err))  # the variable to fix, on stderr; exit code 1
     parser = argparse.ArgumentParser(prog="python -m emulators.aml_endpoint", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=settings.stack.host, help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=settings.stack.endpoint_port, help="port (default: %(default)s)")

@@ -56,8 +56,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emulators.aml_endpoint.auth import DEFAULT_TOKEN_LIFETIME_S, ISSUER_ROUTE, AuthMode, Authority, Kind
 from emulators.aml_endpoint.deployments import SCORE_SCRIPT, Deployments, EndpointError, ModelLoader
+from emulators.settings import StandInSettings, get_stand_in_settings
 from tickcast.scoring.contract import DEPLOYMENT_HEADER, MODEL_ERROR_REASON_HEADER, MODEL_ERROR_STATUS_HEADER
-from tickcast.settings import Settings, get_settings
 
 log = logging.getLogger("emulators.aml_endpoint")
 
@@ -72,12 +72,12 @@ MANAGEMENT_KEY_REFUSED = (
 )
 
 
-def default_state_dir(settings: Settings) -> Path:
+def default_state_dir(settings: StandInSettings) -> Path:
     """``<stack.home>/data/endpoint`` — the stack's data folder of the ``endpoint`` service."""
     return settings.stack.resolved_home() / "data" / "endpoint"
 
 
-def registry_loader(settings: Settings, downloads: Path) -> ModelLoader:
+def registry_loader(settings: StandInSettings, downloads: Path) -> ModelLoader:
     """Fetch a registered version's ``model/`` folder from MLflow into ``downloads/<random>/`` — what AML does
     with a registered model, through MLflow's own client (the stand-in knows no tickcast module but the
     scoring contract)."""
@@ -141,7 +141,7 @@ def _arm_error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: StandInSettings | None = None,
     *,
     state_dir: Path | None = None,
     model_loader: ModelLoader | None = None,
@@ -159,7 +159,7 @@ def create_app(
     ``kind``/``auth_mode``/``token_lifetime_s``/``clock``: who may score (:mod:`emulators.aml_endpoint.auth`,
     ``app.state.authority`` counts the tokens issued and the Entra ID tokens refused).
     """
-    cfg = settings or get_settings()
+    cfg = settings or get_stand_in_settings()
     if cfg.serving.endpoint_key is None or not cfg.serving.endpoint_key.get_secret_value():
         raise ValueError("the endpoint stand-in needs a key: set TICKCAST_SERVING__ENDPOINT_KEY")
     admin = cfg.serving.endpoint_admin_key

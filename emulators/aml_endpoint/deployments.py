@@ -1,11 +1,11 @@
 """Deployments of the endpoint stand-in: model copies on disk, one in-process score.py per deployment, traffic.
 
-A deployment is created from an MLflow model version: the version's ``model/`` folder is fetched (by
-default ``Registry(settings).download(version)``; tests inject ``model_loader``) and copied into
-``<state_dir>/deployments/<name>/model/``, ``version.txt`` is written beside it, and score.py is imported
-for that deployment ALONE — by file path, under a unique module name, like azmlinfsrv does, so every
-deployment has its own module globals (its own model) — and its ``init()`` runs with ``AZUREML_MODEL_DIR``
-set to the deployment's folder (only during the call, under a process-wide lock).
+A deployment is created from an MLflow model version: the version's ``model/`` folder is fetched (by default
+with MLflow's own client, :func:`emulators.aml_endpoint.app.registry_loader`; tests inject ``model_loader``) and
+copied into ``<state_dir>/deployments/<name>/model/``, ``version.txt`` is written beside it, and score.py is
+imported for that deployment ALONE — by file path, under a unique module name, like azmlinfsrv does, so every
+deployment has its own module globals (its own model) — and its ``init()`` runs with ``AZUREML_MODEL_DIR`` set
+to the deployment's folder (only during the call, under a process-wide lock).
 
 States: ``Succeeded`` (loaded, may take traffic) or ``Failed`` (``error`` says why; never routed to).
 A failed CREATE leaves a Failed deployment. A failed UPDATE of a deployment that is serving leaves it

@@ -1,6 +1,6 @@
 """``python -m emulators.apim [--host H] [--port P] [--backend URL] [--policy FILE]``: serve the gateway.
 
-Defaults come from :func:`tickcast.settings.get_settings`: ``stack.host``, ``stack.gateway_port``,
+Defaults come from :mod:`emulators.settings`: ``stack.host``, ``stack.gateway_port``,
 ``settings.function_url`` and ``gateway.policy_file``; subscription keys from
 ``TICKCAST_GATEWAY__SUBSCRIPTION_KEYS``. The enforced policy (limits, headers, skipped elements) is logged
 at startup; a policy the gateway must not run (see :mod:`emulators.apim.policy`) stops it with exit code 2.
@@ -17,13 +17,16 @@ import uvicorn
 
 from emulators.apim.app import DEFAULT_TIMEOUT_S, HEALTH_PATH, create_app
 from emulators.apim.policy import PolicyError
-from tickcast.settings import get_settings
+from emulators.settings import StandInSettingsError, get_stand_in_settings
 
 log = logging.getLogger("emulators.apim")
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    try:
+        settings = get_stand_in_settings()
+    except StandInSettingsError as err:
+        sys.exit(str(err))  # the variable to fix, on stderr; exit code 1
     parser = argparse.ArgumentParser(prog="python -m emulators.apim", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=settings.stack.host, help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=settings.stack.gateway_port, help="port (default: %(default)s)")

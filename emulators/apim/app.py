@@ -59,8 +59,8 @@ from emulators.apim.policy import (
     ValidateContent,
     load_policy,
 )
+from emulators.settings import StandInSettings, get_stand_in_settings
 from tickcast.endpoint.http_transport import AiohttpTransport
-from tickcast.settings import Settings, get_settings
 
 log = logging.getLogger("emulators.apim")
 
@@ -439,7 +439,7 @@ def _counter_key(step: RateLimitByKey | QuotaByKey, sub_id: str) -> str:
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: StandInSettings | None = None,
     *,
     backend_url: str | None = None,
     policy: Policy | Path | str | None = None,
@@ -449,12 +449,12 @@ def create_app(
 ) -> FastAPI:
     """The gateway app.
 
-    ``settings`` (default :func:`get_settings`) gives the subscription keys, the backend
+    ``settings`` (default :func:`emulators.settings.get_stand_in_settings`) gives the subscription keys, the backend
     (``settings.function_url``) and the policy file (``settings.gateway.policy_file``); ``backend_url`` and
     ``policy`` override the last two. ``clock`` (seconds, monotonic) drives the rate-limit and quota windows;
     ``timeout_s`` bounds one backend call; ``transport`` replaces the network (tests).
     """
-    cfg = settings if settings is not None else get_settings()
+    cfg = settings if settings is not None else get_stand_in_settings()
     if policy is None:
         policy = cfg.gateway.policy_file
     enforced = policy if isinstance(policy, Policy) else load_policy(policy)

@@ -20,12 +20,12 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from emulators.settings import StandInSettings, get_stand_in_settings
 from emulators.yahoo import chart, sessions
 from emulators.yahoo.clock import EmulatorClock, clock_from_setting, parse_utc
 from emulators.yahoo.source import MarketSource
 from emulators.yahoo.synthetic import SyntheticMarket
 from emulators.yahoo.tape import TapeReplay
-from tickcast.settings import Settings, get_settings
 
 ORACLE_MAX_DAYS = 31
 
@@ -40,7 +40,7 @@ class ClockUpdate(BaseModel):
     advance_s: float | None = Field(None, description="move the clock by this many seconds")
 
 
-def build_source(settings: Settings) -> MarketSource:
+def build_source(settings: StandInSettings) -> MarketSource:
     """The market the settings ask for (``TICKCAST_EMULATOR__MODE``)."""
     em = settings.emulator
     if em.mode == "tape":
@@ -64,10 +64,13 @@ def _floats(values: np.ndarray) -> list[float | None]:
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: EmulatorClock | None = None, source: MarketSource | None = None
+    settings: StandInSettings | None = None,
+    *,
+    clock: EmulatorClock | None = None,
+    source: MarketSource | None = None,
 ) -> FastAPI:
-    """The emulator app. Without arguments everything comes from :func:`tickcast.settings.get_settings`."""
-    cfg = settings if settings is not None or (source is not None and clock is not None) else get_settings()
+    """The emulator app. Without arguments everything comes from :func:`emulators.settings.get_stand_in_settings`."""
+    cfg = settings if settings is not None or (source is not None and clock is not None) else get_stand_in_settings()
     if source is None:
         assert cfg is not None
         source = build_source(cfg)

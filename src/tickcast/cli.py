@@ -11,7 +11,6 @@ prints its message in red and exits with its ``exit_code``. Anything else is a b
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -54,10 +53,10 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def _supervisor(settings: Settings):  # type: ignore[no-untyped-def]
+def _supervisor(settings: Settings, **kwargs: Any):  # type: ignore[no-untyped-def]
     from tickcast_dev.stack.supervisor import Supervisor
 
-    return Supervisor(settings, report=lambda msg: console.print(f"  {msg}"))
+    return Supervisor(settings, report=lambda msg: console.print(f"  {msg}"), **kwargs)
 
 
 def _fmt_uptime(seconds: float | None) -> str:
@@ -101,12 +100,11 @@ def up(
     ] = False,
 ) -> None:
     """Install what is missing, start the local stack and wait until every service is healthy."""
-    if tape:  # the services inherit the setting; a running emulator keeps its mode until `tickcast down`
-        os.environ["TICKCAST_EMULATOR__MODE"] = "tape"
     settings = _settings()
     console.print(f"[bold]tickcast up[/bold]  (home {settings.stack.resolved_home()})")
     t0 = time.monotonic()
-    sup = _supervisor(settings)
+    # the emulator's own setting, handed to the services it starts; a running emulator keeps its mode until `down`
+    sup = _supervisor(settings, emulator={"mode": "tape"} if tape else None)
     statuses = sup.up(services)
     healthy = _print_status(statuses)
     console.print(f"stack up in {time.monotonic() - t0:.1f}s")

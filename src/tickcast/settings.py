@@ -187,34 +187,6 @@ class YahooSettings(BaseModel):
     backoff_max_s: float = Field(30.0, gt=0, description="longest backoff delay in seconds")
 
 
-class EmulatorSettings(BaseModel):
-    """The Yahoo chart-API emulator (emulators/yahoo)."""
-
-    mode: Literal["synthetic", "tape"] = Field("synthetic", description="synthetic market or tape replay")
-    seed: int = Field(7, description="seed of the synthetic market (same seed, same prices)")
-    phi: dict[str, float] = Field(
-        default_factory=dict, description='AR(1) coefficient of 1-minute log returns per symbol, JSON e.g. {"SPY":0.3}'
-    )
-    default_phi: float = Field(
-        0.4,
-        gt=-1,
-        lt=1,
-        description="AR(1) coefficient for symbols not in phi (0.4: the oracle beats persistence ~8 %)",
-    )
-    tape_dir: Path = Field(
-        PROJECT_ROOT.parent / "shared" / "data" / "tape", description="directory of SYMBOL.csv.gz tape files"
-    )
-    clock_start: str = Field(
-        "session",
-        description="emulator clock at start: 'session' (inside the latest regular session), 'now', "
-        "or an ISO-8601 UTC time",
-    )
-    clock_speed: float = Field(1.0, ge=0, description="emulated seconds per real second (0 = frozen)")
-    null_fraction: float = Field(
-        0.002, ge=0, lt=1, description="share of minutes served as Yahoo-style nulls (synthetic mode)"
-    )
-
-
 class IngestSettings(BaseModel):
     """The market-data path: how often the producer polls and how long one ingest run consumes."""
 
@@ -435,7 +407,6 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
-    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
     aml: AmlSettings = Field(default_factory=AmlSettings)
     cloud_deploy: CloudDeploySettings = Field(default_factory=CloudDeploySettings)
@@ -626,7 +597,7 @@ class Settings(BaseSettings):
         return out
 
 
-_DICT_FIELDS = {"phi"}  # dict-valued settings travel as one JSON variable
+_DICT_FIELDS: frozenset[str] = frozenset()  # dict-valued settings (none today) travel as one JSON variable
 
 
 def _is_loopback_http(url: str) -> bool:

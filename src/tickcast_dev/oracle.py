@@ -2,7 +2,8 @@
 
 Only the local harness knows the emulator: the retrain DAG and ``tickcast train`` pass this oracle into
 training when the stack runs the synthetic market, so the training report shows how much of the knowable
-skill the model captured. In tape mode and in the cloud there is no oracle (``None``).
+skill the model captured. In tape mode and in the cloud there is no oracle (``None``). The market's mode is the
+emulator's own setting (``TICKCAST_EMULATOR__MODE``, :mod:`emulators.settings`), not the product's.
 """
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from emulators.settings import MarketSettings, load_stand_in_settings
 from tickcast.model.training import OracleFn
 from tickcast.settings import Settings
 
 
-def emulator_oracle(settings: Settings) -> OracleFn | None:
-    """The synthetic market's oracle, asked from the local Yahoo emulator (None in tape mode or in the cloud)."""
-    if settings.profile != "local" or settings.emulator.mode != "synthetic":
+def emulator_oracle(settings: Settings, market: MarketSettings | None = None) -> OracleFn | None:
+    """The synthetic market's oracle, asked from the local Yahoo emulator (None in tape mode or in the cloud).
+
+    ``market`` defaults to the emulator's settings read from the environment (:func:`load_stand_in_settings`).
+    """
+    if settings.profile != "local":
+        return None
+    if (market or load_stand_in_settings().emulator).mode != "synthetic":
         return None
     base = settings.yahoo_base_url
 

@@ -37,6 +37,7 @@ from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from emulators.aml_endpoint.app import create_app as create_stand_in
+from emulators.settings import load_stand_in_settings
 from tests.support.azurite_https import AzuriteHttps, TlsFiles, azurite_https, make_tls
 from tests.support.fake_identity import FakeIdentityEndpoint, decode_jwt_claims
 from tests.support.models import make_bars, write_model
@@ -126,7 +127,7 @@ class Served:
 
 @pytest.fixture
 def endpoint(tmp_path: Path) -> Iterator[tuple[Served, FastAPI, ScoreRecorder]]:
-    settings = load_settings(
+    settings = load_stand_in_settings(
         _env_file=None, serving={"endpoint_key": "management-key"}, aml={**AML, "endpoint_name": ENDPOINT}
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from tickcast.settings import Settings, load_settings
+from emulators.settings import StandInSettings, load_stand_in_settings
 
 KEY = "test-endpoint-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -45,8 +45,9 @@ class Endpoint:
         return self.request("DELETE", url, **kwargs)
 
 
-def settings(timeout_ms: int = 5000) -> Settings:
-    return load_settings(
+def settings(timeout_ms: int = 5000) -> StandInSettings:
+    """The stand-in's settings: the test scoring and management keys, ``timeout_ms`` per scoring request."""
+    return load_stand_in_settings(
         _env_file=None,
         serving={"endpoint_key": KEY, "endpoint_admin_key": ADMIN_KEY, "request_timeout_ms": timeout_ms},
     )

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from emulators.aml_endpoint.app import create_app as create_stand_in
 from tests.support.models import NEEDED, make_bars, write_model
+from tests.support.stand_ins import stand_in_settings
 from tickcast.lake.store import Lake
 from tickcast.settings import Settings, load_settings
 
@@ -117,7 +118,9 @@ def make_stand_in(state_dir: Path, *, settings: Settings | None = None) -> FastA
     def loader(version: str) -> Path:
         return write_model(state_dir / "mlflow" / version) / "model"
 
-    app = create_stand_in(settings or api_settings(), state_dir=state_dir / "endpoint", model_loader=loader, seed=1)
+    app = create_stand_in(
+        stand_in_settings(settings or api_settings()), state_dir=state_dir / "endpoint", model_loader=loader, seed=1
+    )
     app.state.deployments.put("blue", "1")
     app.state.deployments.set_traffic({"blue": 100})
     return app

@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from emulators.aml_endpoint.app import create_app
+from emulators.settings import load_stand_in_settings
 from tests.support.endpoint import ADMIN, AUTH, KEY, Endpoint, settings
 from tests.support.models import make_bars, request_body, write_model
 from tickcast.scoring.contract import model_status
-from tickcast.settings import load_settings
 
 GAINS = {"1": 0.5, "2": -0.5}  # two models that answer differently
 
@@ -98,10 +98,10 @@ def test_management_takes_its_own_key_and_the_scoring_key_opens_none_of_it(clien
 
 
 def test_the_stand_in_refuses_one_key_for_both_planes(tmp_path: Path) -> None:
-    cfg = load_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": KEY})
+    cfg = load_stand_in_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": KEY})
     with pytest.raises(ValueError, match="must differ"):
         create_app(cfg, state_dir=tmp_path, model_loader=lambda v: tmp_path)
-    cfg = load_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": None})
+    cfg = load_stand_in_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": None})
     with pytest.raises(ValueError, match="TICKCAST_SERVING__ENDPOINT_ADMIN_KEY"):
         create_app(cfg, state_dir=tmp_path, model_loader=lambda v: tmp_path)
 
@@ -310,6 +310,6 @@ def test_management_requests_are_validated(client: Endpoint) -> None:
 
 
 def test_the_stand_in_refuses_to_start_without_a_key(tmp_path: Path) -> None:
-    cfg = load_settings(_env_file=None, serving={"endpoint_key": None})
+    cfg = load_stand_in_settings(_env_file=None, serving={"endpoint_key": None})
     with pytest.raises(ValueError, match="TICKCAST_SERVING__ENDPOINT_KEY"):
         create_app(cfg, state_dir=tmp_path, model_loader=lambda v: tmp_path)

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from emulators.aml_endpoint.app import create_app as create_stand_in
+from emulators.settings import StandInSettings, load_stand_in_settings
 from tests.support.fake_identity import unsigned_jwt
 from tests.support.models import make_bars, request_body, write_model
 from tickcast.api.app import create_app as create_api
@@ -75,8 +76,10 @@ class ManagedIdentity:
         return AccessToken(entra_token(audience), int(time.time()) + 3600)
 
 
-def stand_in_settings() -> Settings:
-    return load_settings(_env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": ADMIN_KEY}, aml=AML)
+def stand_in_settings() -> StandInSettings:
+    return load_stand_in_settings(
+        _env_file=None, serving={"endpoint_key": KEY, "endpoint_admin_key": ADMIN_KEY}, aml=AML
+    )
 
 
 def kubernetes_stand_in(tmp_path: Path, clock: Clock, *, auth_mode: str = "aml_token", lifetime: int = 3600) -> FastAPI:

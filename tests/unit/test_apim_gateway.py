@@ -35,7 +35,8 @@ from emulators.apim.app import (
     format_replenish,
 )
 from emulators.apim.policy import PolicyError, QuotaByKey, RateLimitByKey, SetHeader, load_policy, parse_policy
-from tickcast.settings import PROJECT_ROOT, Settings, load_settings
+from emulators.settings import StandInSettings, load_stand_in_settings
+from tickcast.settings import PROJECT_ROOT, load_settings
 
 POLICY_FILE = PROJECT_ROOT / "cloud" / "apim" / "policy.xml"
 KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
@@ -99,8 +100,8 @@ class FakeClock:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return load_settings(gateway={"subscription_keys": [KEY_A, KEY_B]})
+def settings() -> StandInSettings:
+    return load_stand_in_settings(gateway={"subscription_keys": [KEY_A, KEY_B]})
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ class GatewayClient:
         return response
 
 
-def gateway(settings: Settings, backend_url: str, **kwargs: Any) -> GatewayClient:
+def gateway(settings: StandInSettings, backend_url: str, **kwargs: Any) -> GatewayClient:
     return GatewayClient(create_app(settings, backend_url=backend_url, **kwargs))
 
 
@@ -197,19 +198,21 @@ def test_the_functions_body_limit_defaults_to_the_gateways() -> None:
 
 
 def test_default_settings_point_at_the_committed_policy() -> None:
-    assert load_settings().gateway.policy_file.resolve() == POLICY_FILE.resolve()
+    # the gateway enforces the policy that deploy-cloud ships
+    assert load_stand_in_settings(_env_file=None).gateway.policy_file.resolve() == POLICY_FILE.resolve()
+    assert load_settings(_env_file=None).gateway.policy_file.resolve() == POLICY_FILE.resolve()
 
 
 # --- subscription keys -----------------------------------------------------------------------------------------
 
 
-def test_health_path_needs_no_key_and_never_reaches_the_backend(settings: Settings, backend, seen) -> None:
+def test_health_path_needs_no_key_and_never_reaches_the_backend(settings: StandInSettings, backend, seen) -> None:
     with gateway(settings, backend[1]) as gw:
         assert gw.get(HEALTH_PATH).status_code == 200
     assert seen == []
 
 
-def test_one_backend_client_per_app_lifetime(settings: Settings, backend, seen) -> None:
+def test_one_backend_client_per_app_lifetime(settings: StandInSettings, backend, seen) -> None:
     gw = gateway(settings, backend[1])
     state = gw.app.state.gateway
     with gw:
@@ -221,7 +224,7 @@ def test_one_backend_client_per_app_lifetime(settings: Settings, backend, seen) 
     assert state.client is None and client.is_closed
 
 
-def test_missing_key_is_401_and_not_forwarded(settings: Settings, backend, seen) -> None:
+def test_missing_key_is_401_and_not_forwarded(settings: StandInSettings, backend, seen) -> None:
     with gateway(settings, backend[1]) as gw:
         r = gw.get("/api/predictions/SPY")
         assert r.status_code == 401
@@ -230,7 +233,7 @@ def test_missing_key_is_401_and_not_forwarded(settings: Settings, backend, seen)
     assert seen == []
 
 
-def test_wrong_key_is_401_in_header_or_query(settings: Settings, backend, seen) -> None:
+def test_wrong_key_is_401_in_header_or_query(settings: StandInSettings, backend, seen) -> None:
     with gateway(settings, backend[1]) as gw:
         for r in (
             gw.get("/api/predictions/SPY", headers={SUB_HEADER: KEY_A + "x"}),
@@ -243,7 +246,9 @@ def test_wrong_key_is_401_in_header_or_query(settings: Settings, backend, seen) 
     assert seen == []
 
 
-def test_key_in_header_or_query_is_accepted_and_stripped_before_forwarding(settings: Settings, backend, seen) -> None:
+def test_key_in_header_or_query_is_accepted_and_stripped_before_forwarding(
+    settings: StandInSettings, backend, seen
+) -> None:
     with gateway(settings, backend[1]) as gw:
         r1 = gw.get("/api/predictions/SPY", headers={SUB_HEADER: KEY_A}, params={"n": "3"})
         r2 = gw.get("/api/predictions/IBM", params={"subscription-key": KEY_B, "n": "4"})
@@ -266,7 +271,7 @@ def test_without_the_delete_policy_the_key_is_forwarded_like_apim(settings, back
 # --- headers, body, status ---------------------------------------------------------------------------------
 
 
-def test_policy_headers_reach_backend_and_client(settings: Settings, backend, seen) -> None:
+def test_policy_headers_reach_backend_and_client(settings: StandInSettings, backend, seen) -> None:
     with gateway(settings, backend[1]) as gw:
         r = gw.post(
             "/api/predict",
@@ -285,7 +290,7 @@ def test_policy_headers_reach_backend_and_client(settings: Settings, backend, se
     assert r.json()["path"] == "/api/predict"
 
 
-def test_backend_status_passes_through(settings: Settings, backend, seen) -> None:
+def test_backend_status_passes_through(settings: StandInSettings, backend, seen) -> None:
     with gateway(settings, backend[1]) as gw:
         r = gw.get("/missing/thing", headers={SUB_HEADER: KEY_A})
     assert r.status_code == 404
@@ -295,7 +300,7 @@ def test_backend_status_passes_through(settings: Settings, backend, seen) -> Non
 # --- rate limit and quota ------------------------------------------------------------------------------------
 
 
-def test_rate_limit_from_the_committed_policy(settings: Settings, backend, seen) -> None:
+def test_rate_limit_from_the_committed_policy(settings: StandInSettings, backend, seen) -> None:
     calls, period = policy_numbers("rate-limit-by-key")
     clock = FakeClock()
     with gateway(settings, backend[1], clock=clock) as gw:
@@ -311,7 +316,7 @@ def test_rate_limit_from_the_committed_policy(settings: Settings, backend, seen)
     assert len(seen) == calls + 2
 
 
-def test_rate_limit_window_slides_with_the_clock(settings: Settings, backend, seen, tmp_path) -> None:
+def test_rate_limit_window_slides_with_the_clock(settings: StandInSettings, backend, seen, tmp_path) -> None:
     policy = write_policy(
         tmp_path, '<rate-limit-by-key calls="3" renewal-period="10" counter-key="@(context.Subscription.Id)" />'
     )
@@ -334,7 +339,7 @@ def test_rate_limit_window_slides_with_the_clock(settings: Settings, backend, se
     assert len(seen) == 6  # rejected calls never reach the backend
 
 
-def test_quota_403_and_renewal(settings: Settings, backend, seen, tmp_path) -> None:
+def test_quota_403_and_renewal(settings: StandInSettings, backend, seen, tmp_path) -> None:
     policy = write_policy(
         tmp_path,
         '<rate-limit-by-key calls="100" renewal-period="60" counter-key="@(context.Subscription.Id)" />'
@@ -367,7 +372,9 @@ def test_replenish_time_format() -> None:
 # --- request bodies (validate-content) -------------------------------------------------------------------------
 
 
-def test_a_body_over_the_committed_max_size_is_413_and_never_forwarded(settings: Settings, backend, seen) -> None:
+def test_a_body_over_the_committed_max_size_is_413_and_never_forwarded(
+    settings: StandInSettings, backend, seen
+) -> None:
     (content,) = load_policy(POLICY_FILE).content_validations
     limit = content.max_size
     json_header = {SUB_HEADER: KEY_A, "Content-Type": "application/json"}
@@ -393,7 +400,7 @@ def test_a_body_over_the_committed_max_size_is_413_and_never_forwarded(settings:
     assert len(seen) == 1 and len(seen[0]["body"]) == limit
 
 
-def test_a_compressed_body_is_measured_decompressed(settings: Settings, backend, seen, tmp_path) -> None:
+def test_a_compressed_body_is_measured_decompressed(settings: StandInSettings, backend, seen, tmp_path) -> None:
     path = write_policy(
         tmp_path,
         '<validate-content unspecified-content-type-action="prevent" max-size="2000" size-exceeded-action="prevent">'
@@ -411,7 +418,7 @@ def test_a_compressed_body_is_measured_decompressed(settings: Settings, backend,
     assert len(seen) == 1 and seen[0]["headers"]["content-encoding"] == "gzip"  # forwarded as sent
 
 
-def test_a_body_that_is_not_json_is_400_and_bodiless_calls_pass(settings: Settings, backend, seen) -> None:
+def test_a_body_that_is_not_json_is_400_and_bodiless_calls_pass(settings: StandInSettings, backend, seen) -> None:
     with gateway(settings, backend[1]) as gw:
         for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
             headers = {SUB_HEADER: KEY_A} | ({"Content-Type": content_type} if content_type else {})
@@ -428,7 +435,7 @@ def test_a_body_that_is_not_json_is_400_and_bodiless_calls_pass(settings: Settin
 # --- backend failures ----------------------------------------------------------------------------------------
 
 
-def test_backend_down_is_502_quickly(settings: Settings) -> None:
+def test_backend_down_is_502_quickly(settings: StandInSettings) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -442,7 +449,7 @@ def test_backend_down_is_502_quickly(settings: Settings) -> None:
     assert "127.0.0.1" not in r.text and port not in r.text, "a public 502 must not name the backend's address"
 
 
-def test_slow_backend_is_504_not_a_hang(settings: Settings, backend, seen) -> None:
+def test_slow_backend_is_504_not_a_hang(settings: StandInSettings, backend, seen) -> None:
     with gateway(settings, backend[1], timeout_s=0.3) as gw:
         start = time.monotonic()
         r = gw.get("/slow", headers={SUB_HEADER: KEY_A})
@@ -483,7 +490,7 @@ def test_slow_backend_is_504_not_a_hang(settings: Settings, backend, seen) -> No
         'max-size="100" size-exceeded-action="prevent" /></when></choose>',
     ],
 )
-def test_policies_the_gateway_must_not_skip_stop_it(settings: Settings, tmp_path: Path, inbound: str) -> None:
+def test_policies_the_gateway_must_not_skip_stop_it(settings: StandInSettings, tmp_path: Path, inbound: str) -> None:
     path = write_policy(tmp_path, inbound)
     with pytest.raises(PolicyError):
         load_policy(path)

@@ -34,6 +34,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from emulators.aml_endpoint.app import create_app
 from tests.support.models import SCORE_PY, make_bars, preprocessing_json, write_model
+from tests.support.stand_ins import stand_in_settings
 from tickcast.endpoint.client import EndpointClient, EndpointError
 from tickcast.release.aml import (
     CODE_DIR,
@@ -168,7 +169,7 @@ class StandIn:
         script = tmp / "chaos_score.py"
         script.write_text(CHAOS_SCORE)
         self.app = create_app(
-            settings(),
+            stand_in_settings(settings()),
             state_dir=tmp / "state",
             model_loader=model_loader(tmp / "mlflow"),
             score_script=script,

@@ -35,6 +35,7 @@ from fastapi.testclient import TestClient
 
 from emulators.aml_endpoint.app import create_app as create_stand_in
 from emulators.apim.app import create_app as create_gateway
+from emulators.settings import load_stand_in_settings
 from tests.support.models import NEEDED, make_bars
 from tests.support.public_api import (
     KEY,
@@ -48,6 +49,7 @@ from tests.support.public_api import (
     make_stand_in,
     session_frame,
 )
+from tests.support.stand_ins import stand_in_settings
 from tickcast.api import app as api_module
 from tickcast.api.app import create_app
 from tickcast.api.client import GatewayError, predict, smoke
@@ -616,7 +618,7 @@ def _closure(names: set[str]) -> set[str]:
 def gateway(stand_in: FastAPI, lake: Lake) -> Iterator[TestClient]:
     """APIM stand-in (cloud/apim/policy.xml) → the API (no lifespan: its client opens on first use) → stand-in."""
     api = create_app(api_settings(), lake=lake, endpoint_transport=httpx.ASGITransport(app=stand_in))
-    cfg = load_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
+    cfg = load_stand_in_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
     app = create_gateway(cfg, backend_url="http://function", transport=httpx.ASGITransport(app=api))
     with TestClient(app, base_url="http://gateway") as client:
         yield client
@@ -662,14 +664,16 @@ def empty_lake() -> Lake:
 
 
 def gateway_to(api: FastAPI) -> TestClient:
-    cfg = load_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
+    cfg = load_stand_in_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
     app = create_gateway(cfg, backend_url="http://function", transport=httpx.ASGITransport(app=api))
     return TestClient(app, base_url="http://gateway")
 
 
 def test_smoke_on_a_new_environment_says_no_model_yet_not_fail(tmp_path: Path) -> None:
     """An endpoint with no deployment and an empty lake: the first pipeline run of a new environment."""
-    empty = create_stand_in(api_settings(), state_dir=tmp_path / "endpoint", model_loader=lambda v: tmp_path, seed=1)
+    empty = create_stand_in(
+        stand_in_settings(api_settings()), state_dir=tmp_path / "endpoint", model_loader=lambda v: tmp_path, seed=1
+    )
     api = create_app(api_settings(), lake=empty_lake(), endpoint_transport=httpx.ASGITransport(app=empty))
     with gateway_to(api) as client:
         report = smoke("http://gateway", SUB_KEY, ["SPY"], client=client)
@@ -705,7 +709,7 @@ def test_predict_returns_the_body_or_raises_the_apis_message(gateway: TestClient
 
 def test_retry_after_survives_the_gateway(lake: Lake) -> None:
     api = create_app(api_settings(), lake=lake, endpoint_transport=failing(httpx.ConnectError("refused")))
-    cfg = load_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
+    cfg = load_stand_in_settings(_env_file=None, gateway={"subscription_keys": [SUB_KEY]})
     app = create_gateway(cfg, backend_url="http://function", transport=httpx.ASGITransport(app=api))
     with TestClient(app, base_url="http://gateway") as client:
         r = client.get("/api/predictions/SPY", headers={"Ocp-Apim-Subscription-Key": SUB_KEY})

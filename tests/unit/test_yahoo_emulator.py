@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
+from emulators.settings import load_stand_in_settings
 from emulators.yahoo.app import create_app
 from emulators.yahoo.clock import EmulatorClock, clock_from_setting
 from emulators.yahoo.synthetic import SyntheticMarket, day_index
 from emulators.yahoo.tape import TapeReplay
 from tickcast.market.bar import parse_bar
-from tickcast.settings import load_settings
 
 NY = ZoneInfo("America/New_York")
 # Tuesday 2026-11-24, 10:00:30 New York (EST) = 15:00:30Z
@@ -109,7 +109,7 @@ def make_client(
 ) -> Client:
     market = SyntheticMarket(seed, SYMBOLS, default_phi=phi, null_fraction=null_fraction)
     clock = EmulatorClock(at, speed, monotonic=ticker or FakeTicker())
-    return Client(create_app(load_settings(), clock=clock, source=market))
+    return Client(create_app(load_stand_in_settings(), clock=clock, source=market))
 
 
 def bars_of(result: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -412,7 +412,7 @@ def tape_client(tmp_path: Path) -> Client:
     with gzip.open(tmp_path / "TST.csv.gz", "wt") as fh:
         fh.write("ts,open,high,low,close,volume\n" + "\n".join(TAPE_ROWS) + "\n")
     clock = EmulatorClock(datetime(2013, 10, 4, 13, 32, 30, tzinfo=UTC), 0)
-    return Client(create_app(load_settings(), clock=clock, source=TapeReplay(tmp_path)))
+    return Client(create_app(load_stand_in_settings(), clock=clock, source=TapeReplay(tmp_path)))
 
 
 def test_tape_replay_follows_the_clock_and_keeps_gaps(tape_client: Client) -> None:

@@ -20,13 +20,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from emulators.settings import StandInSettingsError, load_stand_in_settings
 from tickcast.errors import TickcastError
 from tickcast.settings import Settings
 from tickcast_dev.stack import health, hooks, install, procs
@@ -93,9 +95,17 @@ class Supervisor:
     """Drives the process stack for one settings object (one home directory, one set of ports)."""
 
     def __init__(
-        self, settings: Settings, report: Reporter | None = None, specs: dict[str, ServiceSpec] | None = None
+        self,
+        settings: Settings,
+        report: Reporter | None = None,
+        specs: dict[str, ServiceSpec] | None = None,
+        *,
+        emulator: Mapping[str, Any] | None = None,
     ) -> None:
+        """``emulator`` overrides settings of the stand-ins' ``emulator`` group for the services this starts
+        (``tickcast up --tape``: ``{"mode": "tape"}``); the rest still comes from ``TICKCAST_EMULATOR__*``."""
         self.settings = settings
+        self.emulator = dict(emulator or {})
         self.specs = specs if specs is not None else load_stack()
         self.home = settings.stack.resolved_home()
         self.report: Reporter = report or (lambda _msg: None)
@@ -133,13 +143,22 @@ class Supervisor:
                 stack.extend(specs[name].after)
         return [n for n in order if n in wanted]
 
-    def _env(self, svc: RenderedService) -> dict[str, str]:
+    def child_env(self) -> dict[str, str]:
+        """The environment every service starts with: this one, the product's settings and the stand-ins' own
+        ``emulator`` group as ``TICKCAST_*`` variables (a ``.env`` here included: services run in their data
+        directories), and this interpreter's bin first on PATH."""
         env = dict(os.environ)
         env.update(self.settings.to_env())
+        try:
+            env.update(load_stand_in_settings(emulator=self.emulator).emulator_env())
+        except StandInSettingsError as err:
+            raise StackError(str(err)) from None
         venv_bin = str(Path(sys.executable).parent)
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-        env.update(svc.env)
         return env
+
+    def _env(self, svc: RenderedService) -> dict[str, str]:
+        return {**self.child_env(), **svc.env}
 
     def live_record(self, name: str) -> procs.PidRecord | None:
         """The PID record of a running service; a stale PID file is reported and removed."""
