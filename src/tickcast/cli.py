@@ -136,8 +136,9 @@ def status(
     interval: Annotated[float, typer.Option("--interval", min=0.5, help="seconds between refreshes (--watch)")] = 2.0,
 ) -> None:
     """The stack (service, URL, PID, healthy, uptime) and the pipeline: lake freshness, consumer lag, last
-    training vs persistence, the production model, endpoint traffic, the gateway URL. Every check runs at
-    once with short timeouts. Exit 1 when a service is unhealthy."""
+    training vs persistence, the production model, endpoint traffic, Airflow's last runs, the gateway URL, and
+    whether the pipeline is stuck. Every check runs at once with short timeouts. Exit 1 when a service is
+    unhealthy or the pipeline is stuck (stale lake in the session, failing runs, growing lag)."""
     from rich.console import Group
 
     from tickcast_dev import status as pipeline_status
@@ -148,8 +149,9 @@ def status(
     def view() -> tuple[Group, bool]:
         collect = None if stack_only else pipeline_status.start_snapshot(settings)  # runs while the table fills
         statuses = sup.status()
-        items = [_status_table(statuses), *(pipeline_status.renderables(collect()) if collect else [])]
-        return Group(*items), all(st.healthy for st in statuses)
+        snap = collect() if collect else None
+        items = [_status_table(statuses), *(pipeline_status.renderables(snap) if snap else [])]
+        return Group(*items), all(st.healthy for st in statuses) and not (snap and snap.stuck)
 
     if watch:
         pipeline_status.watch(console, view, interval)

@@ -130,8 +130,13 @@ def verdict(
     lag: LagHistory | None = None,
     *,
     stale_after_s: float = STALE_AFTER_S,
+    wall_now: datetime | None = None,
 ) -> list[str]:
-    """Why the pipeline is stuck (empty: it is not). Pure: every input is already read."""
+    """Why the pipeline is stuck (empty: it is not). Pure: every input is already read.
+
+    Bar ages are on the source's clock (``session.now``); Airflow's run times are on the wall clock
+    (``wall_now``, default ``session.now``) — locally the emulator's clock can be days away from it.
+    """
     reasons: list[str] = []
     if session.open:
         stale = {s: a for s, a in ages_s.items() if a is None or a > stale_after_s}
@@ -145,7 +150,7 @@ def verdict(
             reasons.append(f"{dag.dag_id}: the last run failed{where}: {f.line}")
         if dag.dag_id == "ingest" and session.open:
             last = dag.last_success
-            if last is None or (session.now - last).total_seconds() > stale_after_s:
+            if last is None or ((wall_now or session.now) - last).total_seconds() > stale_after_s:
                 since = "never" if last is None else f"not since {last:%H:%M:%S} UTC"
                 reasons.append(f"ingest has not succeeded during the session ({since})")
     if lag is not None and lag.growing():

@@ -26,12 +26,24 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tickcast.settings import Settings
+from tickcast_dev.airflow_client import AirflowClient
+from tickcast_dev.pipeline_health import (
+    STALE_AFTER_S,
+    WATCHED_DAGS,
+    DagHealth,
+    LagHistory,
+    MarketSession,
+    dag_health,
+    market_session,
+    since,
+    verdict,
+)
 
 __all__ = [
     "EndpointView",
@@ -66,7 +78,7 @@ class SymbolFreshness:
 
     @property
     def fresh(self) -> bool:
-        return self.age_s is not None and self.age_s <= 180
+        return self.age_s is not None and self.age_s <= STALE_AFTER_S
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,9 @@ class PipelineSnapshot:
     model: ModelView | Problem
     endpoint: EndpointView | Problem
     gateway_url: str
+    runs: list[DagHealth] | Problem | None = None
+    session: MarketSession | Problem | None = None
+    stuck: list[str] = field(default_factory=list)  # why the pipeline is stuck (pipeline_health.verdict)
 
 
 def _ask(part: str, probe: Callable[[], T]) -> T | Problem:
@@ -308,12 +323,40 @@ def endpoint_view(settings: Settings) -> EndpointView:
     return EndpointView(settings.endpoint_url, deployments)
 
 
+def airflow_runs(settings: Settings) -> list[DagHealth]:
+    """The last success and the newest failure (task + first error line) of the ingest and retrain DAGs."""
+    knock(settings.airflow_url)
+    with AirflowClient(settings, timeout_s=PROBE_TIMEOUT_S) as client:
+        return [dag_health(client, dag_id) for dag_id in WATCHED_DAGS]
+
+
 PROBES: dict[str, Callable[[Settings], Any]] = {
     "lake": lake_view,
     "kafka": consumer_lag,
     "mlflow": model_view,
     "endpoint": endpoint_view,
+    "airflow": airflow_runs,
+    "session": market_session,
 }
+
+
+def judge(settings: Settings, snap: PipelineSnapshot) -> list[str]:
+    """Why the pipeline is stuck (see :mod:`tickcast_dev.pipeline_health`); unreadable parts are not judged."""
+    session = snap.session if isinstance(snap.session, MarketSession) else None
+    lake = snap.lake if isinstance(snap.lake, LakeView) else None
+    if session is None and lake is not None:
+        session = MarketSession(lake.now)  # no session known: freshness is not judged, runs and lag still are
+    if session is None:
+        return []
+    ages = {row.symbol: row.age_s for row in lake.symbols} if lake is not None else {}
+    if lake is not None and lake.clock == "emulator":  # the emulator's clock is the source's: judge on it
+        session = MarketSession(lake.now, session.start, session.end)
+    history = None
+    if isinstance(snap.consumer_lag, int):
+        history = LagHistory.load(settings.stack.resolved_home() / "state" / "lag.json")
+        history.add(session.now, snap.consumer_lag)
+    runs = snap.runs if isinstance(snap.runs, list) else []
+    return verdict(ages, session, runs, history, wall_now=datetime.now(UTC))
 
 
 def start_snapshot(settings: Settings, deadline_s: float = DEADLINE_S) -> Callable[[], PipelineSnapshot]:
@@ -341,7 +384,16 @@ def start_snapshot(settings: Settings, deadline_s: float = DEADLINE_S) -> Callab
             got[part] = answer
         for part in PROBES.keys() - got.keys():
             got[part] = Problem(part, f"no answer within {deadline_s:g} s")
-        return PipelineSnapshot(got["lake"], got["kafka"], got["mlflow"], got["endpoint"], settings.gateway_url)
+        snap = PipelineSnapshot(
+            got["lake"],
+            got["kafka"],
+            got["mlflow"],
+            got["endpoint"],
+            settings.gateway_url,
+            runs=got["airflow"],
+            session=got["session"],
+        )
+        return replace(snap, stuck=judge(settings, snap))
 
     return collect
 
@@ -379,6 +431,7 @@ def _num(value: float | str | None, fmt: str) -> str:
 
 def renderables(snap: PipelineSnapshot) -> list[Any]:
     """Rich tables (or one-line problems) for the terminal, in pipeline order: lake, Kafka, model, serving."""
+    from rich.markup import escape
     from rich.table import Table
 
     out: list[Any] = []
@@ -436,7 +489,21 @@ def renderables(snap: PipelineSnapshot) -> list[Any]:
         for d in snap.endpoint.deployments:
             endpoint.add_row(d["name"], str(d["model_version"]), str(d["state"]), f"{d['traffic']} %")
         out.append(endpoint)
+    if isinstance(snap.runs, Problem):
+        out.append(problem(snap.runs))
+    elif snap.runs:
+        now = datetime.now(UTC)  # Airflow's times are wall-clock times
+        runs = table("Airflow runs", "DAG", "last success", "last run")
+        for dag in snap.runs:
+            last = "[green]ok[/green]" if dag.failure is None else f"[red]failed[/red]: {escape(dag.failure.line)}"
+            runs.add_row(dag.dag_id, since(dag.last_success, now), last)
+        out.append(runs)
     out.append(f"gateway: [bold]{snap.gateway_url}[/bold]  (try: tickcast predict SPY)")
+    if snap.stuck:
+        out.append("[bold red]pipeline STUCK[/bold red]:")
+        out.extend(f"  [red]- {escape(reason)}[/red]" for reason in snap.stuck)
+    else:
+        out.append("[green]pipeline: moving[/green] (fresh lake in the session, last runs succeeded, lag not growing)")
     return out
 
 

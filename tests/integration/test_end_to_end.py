@@ -191,9 +191,10 @@ def test_status_shows_the_pipeline(pipeline: Pipeline) -> None:
         timeout=120,
     )
     assert shown.returncode == 0, shown.stdout + shown.stderr
-    for text in ("consumer lag", "production", "skill vs persistence", s.gateway_url, s.symbols[0]):
+    for text in ("consumer lag", "production", "skill vs persistence", s.gateway_url, s.symbols[0], "Airflow runs"):
         assert text in shown.stdout, f"{text!r} missing from tickcast status:\n{shown.stdout}"
     assert "unreachable" not in shown.stdout
+    assert "pipeline: moving" in shown.stdout, shown.stdout
 
 
 # --- fault drills ---------------------------------------------------------------------------------------

@@ -46,6 +46,14 @@ def test_a_failed_last_run_is_reported_with_its_task_and_first_error_line() -> N
     ]
 
 
+def test_run_times_are_judged_on_the_wall_clock_not_the_sources() -> None:
+    then = NOW - timedelta(days=2)  # an emulator two days behind the wall clock, in its session
+    emulated = MarketSession(then, then - timedelta(hours=1), then + timedelta(hours=5))
+    assert verdict({"SPY": 30.0}, emulated, HEALTHY, wall_now=NOW) == []
+    late = [DagHealth("ingest", NOW - timedelta(minutes=10))]
+    assert "ingest has not succeeded" in verdict({"SPY": 30.0}, emulated, late, wall_now=NOW)[0]
+
+
 def test_ingest_without_a_recent_success_during_the_session_is_stuck() -> None:
     reasons = verdict({"SPY": 30.0}, OPEN, [DagHealth("ingest", NOW - timedelta(minutes=5))])
     assert reasons and "ingest has not succeeded during the session (not since 15:55:00 UTC)" in reasons[0]
