@@ -117,6 +117,7 @@ def train_and_register(
         symbols=[sym for sym in s.symbols if sym in set(data["symbol"])],
         oracle=oracle,
         progress=progress,
+        level=s.interval_level,
     )
     logged = registry.log_training(result)
     registry.tag_version(
@@ -126,19 +127,48 @@ def train_and_register(
     return result, logged.version
 
 
-def scores_of(frame: pd.DataFrame, column: str) -> Any:
-    """Scores of one forecaster column of a frame with next_close and last_close (persistence: last_close)."""
-    from tickcast.model.evaluation import diebold_mariano, forecast_metrics
+def scores_of(frame: pd.DataFrame, column: str, level: float = 0.8) -> Any:
+    """Scores of one forecaster column of a frame with next_close and last_close (persistence: last_close).
+
+    Where the frame also has ``{column}_lower`` and ``{column}_upper`` (its ``level`` interval), the scores
+    include coverage, the interval score and the mean width (bp of the last close).
+    """
+    from tickcast.model.evaluation import diebold_mariano, forecast_metrics, interval_metrics
     from tickcast.validation.gate import Scores
 
     actual, last = frame["next_close"].to_numpy(), frame["last_close"].to_numpy()
-    m = forecast_metrics(actual, frame[column].to_numpy(), last)
+    m: dict[str, Any] = dict(forecast_metrics(actual, frame[column].to_numpy(), last))
+    if f"{column}_lower" in frame and f"{column}_upper" in frame:
+        m.update(interval_metrics(actual, frame[f"{column}_lower"], frame[f"{column}_upper"], last, level))
     # the gate compares errors relative to the price (bp), so a high-priced symbol does not outweigh the others
     scores = Scores.from_dict({**m, "rmse": m["rmse_bp"]})
     if column != "persistence":
         _, p = diebold_mariano((frame[column].to_numpy() - actual) / last, (last - actual) / last)
         scores = Scores(**{**scores.__dict__, "pvalue_vs_persistence": p})
     return scores
+
+
+def paired_tests(frame: pd.DataFrame, column: str, reference: str, level: float = 0.8) -> Any:
+    """One-sided Diebold-Mariano p-values of ``column`` against ``reference``: point (bp) and interval score."""
+    from tickcast.model.evaluation import diebold_mariano, diebold_mariano_losses, interval_losses_bp
+    from tickcast.validation.gate import VsChampion
+
+    actual, last = frame["next_close"].to_numpy(), frame["last_close"].to_numpy()
+    err, ref = (frame[column].to_numpy() - actual) / last, (frame[reference].to_numpy() - actual) / last
+    _, point = diebold_mariano(err, ref)
+    interval: float | None = None
+    if all(f"{c}_{b}" in frame for c in (column, reference) for b in ("lower", "upper")):
+
+        def losses(name: str) -> np.ndarray:
+            return interval_losses_bp(actual, frame[f"{name}_lower"], frame[f"{name}_upper"], last, level)
+
+        _, interval = diebold_mariano_losses(losses(column), losses(reference))
+    return VsChampion(point_pvalue=point, interval_pvalue=interval)
+
+
+def _as(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """A predict_frame's forecast columns renamed for one forecaster (``name``, ``name_lower``, ``name_upper``)."""
+    return frame.rename(columns={"predicted_close": name, "lower": f"{name}_lower", "upper": f"{name}_upper"})
 
 
 def judge(
@@ -148,14 +178,22 @@ def judge(
     registry: Registry | None = None,
     lake: Lake | None = None,
 ) -> Verdict:
-    """Score the challenger (``version``, default: alias challenger) against production and persistence."""
+    """Score the challenger (``version``, default: alias challenger) against production and persistence.
+
+    Production is "whatever serves": the baseline at least. Without a production version (or when it cannot
+    be scored) the challenger is judged against a baseline calibrated on the lake's bars before the window,
+    and the verdict says so.
+    """
     from tickcast.lake.store import Lake
+    from tickcast.model import baseline
+    from tickcast.model.kinds import BASELINE
     from tickcast.model.predictor import Predictor
     from tickcast.registry.mlflow_registry import Registry, RegistryError
     from tickcast.registry.vocabulary import CHALLENGER, PRODUCTION
     from tickcast.validation.gate import decide
 
     s = settings or get_settings()
+    level = s.interval_level
     registry = registry or Registry(s)
     lake = lake or Lake.from_settings(s)
     if version is None:
@@ -168,53 +206,72 @@ def judge(
     end = pd.Timestamp(tags[TEST_END])
     challenger = Predictor.from_dir(registry.download(version))
     symbols = list(challenger.preprocessing.symbols)
-    session_start = start.normalize()  # whole sessions: indicators need their warm-up minutes
+    history_start = start.normalize() - pd.Timedelta(days=s.model.lookback_days)  # the baseline's calibration
     bars = pd.concat(
         [
-            lake.read(sym, session_start.to_pydatetime(), (end + pd.Timedelta(minutes=2)).to_pydatetime())
+            lake.read(sym, history_start.to_pydatetime(), (end + pd.Timedelta(minutes=2)).to_pydatetime())
             for sym in symbols
         ],
         ignore_index=True,
     )
-    frame = challenger.predict_frame(bars)
+    window_bars = bars[bars["ts"] >= start.normalize()]  # whole sessions: indicators need their warm-up minutes
+    frame = _as(challenger.predict_frame(window_bars, level=level), "challenger")
     frame = frame[(frame["ts"] >= start) & (frame["ts"] <= end) & frame["next_close"].notna()]
-    frame = frame.rename(columns={"predicted_close": "challenger"})
 
     champion_version: str | None = None
+    champion_kind: str | None = None
     champion_note: str | None = None
+    scored: pd.DataFrame | None = None
     champ = registry.version(PRODUCTION)
     if champ is not None and str(champ.version) != version:
         champion_version = str(champ.version)
         try:
             champion = Predictor.from_dir(registry.download(champion_version))
-            train_end = pd.Timestamp(champ.tags.get("train_end") or champion.preprocessing.extra["train_end"])
-            unseen_from = train_end + pd.Timedelta(minutes=champion.preprocessing.window)
-            cf = champion.predict_frame(bars)[["symbol", "ts", "predicted_close"]]
-            cf = cf.rename(columns={"predicted_close": "champion"})
-            merged = frame.merge(cf, on=["symbol", "ts"], how="inner")
-            merged = merged[merged["ts"] > unseen_from]
+            champion_kind = champion.model_kind
+            trained_to = champ.tags.get("train_end") or champion.preprocessing.extra.get("train_end")
+            cf = _as(champion.predict_frame(window_bars, level=level), "champion")
+            merged = frame.merge(
+                cf[["symbol", "ts", "champion", "champion_lower", "champion_upper"]], on=["symbol", "ts"], how="inner"
+            )
+            if trained_to is not None:
+                unseen_from = pd.Timestamp(trained_to) + pd.Timedelta(minutes=champion.preprocessing.window)
+                merged = merged[merged["ts"] > unseen_from]
             if len(merged) >= 50:
-                frame = merged
+                scored = merged
             else:
                 champion_note = (
-                    f"v{champion_version} has only {len(merged)} minutes it did not train on in this "
-                    "window; judged against persistence alone"
+                    f"production v{champion_version} has only {len(merged)} minutes it did not train on in this "
+                    "window; judged against a fresh baseline instead"
                 )
         except Exception as err:  # any failure to load or score the champion is recorded, not fatal
             champion_note = (
-                f"v{champion_version} could not be scored ({type(err).__name__}: {err}); judged against "
-                "persistence alone"
+                f"production v{champion_version} could not be scored ({type(err).__name__}: {err}); judged against "
+                "a fresh baseline instead"
             )
-    frame = frame.assign(persistence=frame["last_close"])
+    elif champ is None:
+        champion_note = "no production version yet; judged against a fresh baseline"
+    if scored is None:
+        model, prep = baseline.build(symbols, bars=bars[bars["ts"] < start], level=level)
+        bf = _as(Predictor(model, prep).predict_frame(window_bars, level=level), "champion")
+        scored = frame.merge(
+            bf[["symbol", "ts", "champion", "champion_lower", "champion_upper"]], on=["symbol", "ts"], how="inner"
+        )
+        champion_version, champion_kind = None, BASELINE
+    frame = scored.assign(persistence=scored["last_close"])
     verdict = decide(
-        scores_of(frame, "challenger"),
-        scores_of(frame, "persistence"),
+        scores_of(frame, "challenger", level),
+        scores_of(frame, "persistence", level),
         margin=s.mlflow.promotion_margin,
         alpha=s.mlflow.promotion_alpha,
-        champion=scores_of(frame, "champion") if "champion" in frame else None,
+        level=level,
+        coverage_tolerance=s.mlflow.coverage_tolerance,
+        champion=scores_of(frame, "champion", level) if len(frame) >= 2 else None,
+        vs_champion=paired_tests(frame, "challenger", "champion", level) if len(frame) >= 2 else None,
         champion_note=champion_note,
         challenger_version=version,
         champion_version=champion_version,
+        challenger_kind=challenger.model_kind,
+        champion_kind=champion_kind,
         eval_window=(frame["ts"].min().isoformat(), frame["ts"].max().isoformat()) if len(frame) else None,
     )
     registry.record_verdict(version, verdict)

@@ -155,8 +155,30 @@ class MlflowSettings(BaseModel):
         0.01, ge=0, lt=1, description="a challenger must have RMSE < champion RMSE x (1 - margin) to be promoted"
     )
     promotion_alpha: float = Field(
-        0.05, gt=0, lt=1, description="significance level of the challenger-vs-persistence Diebold-Mariano test"
+        0.05, gt=0, lt=1, description="significance level of the gate's Diebold-Mariano tests (point and interval)"
     )
+    coverage_tolerance: float = Field(
+        0.03, gt=0, lt=1, description="a challenger's interval coverage on unseen minutes must be this close to nominal"
+    )
+
+
+class EvaluationSettings(BaseModel):
+    """Live evaluation: the prediction log, the evaluate job and when it rolls production back."""
+
+    log_batch: int = Field(200, ge=1, description="served forecasts buffered before one write to the prediction log")
+    log_flush_s: float = Field(5.0, gt=0, description="seconds at most a served forecast waits in the buffer")
+    log_buffer_max: int = Field(
+        20_000, ge=1, description="forecasts held while the lake is unwritable; beyond it the oldest are dropped"
+    )
+    lookback_minutes: int = Field(
+        390, ge=10, description="minutes of the prediction log each evaluation reads (one session by default)"
+    )
+    min_minutes: int = Field(60, ge=10, description="evaluated minutes needed before live evaluation may roll back")
+    coverage_tolerance: float = Field(
+        0.10, gt=0, lt=1, description="live coverage further than this from nominal rolls production back"
+    )
+    alpha: float = Field(0.01, gt=0, lt=1, description="significance of 'production is worse than persistence live'")
+    rollback: bool = Field(True, description="roll production back to previous when live evaluation says so")
 
 
 class ModelSettings(BaseModel):
@@ -397,6 +419,15 @@ class Settings(BaseSettings):
         default_factory=lambda: ["SPY", "IBM", "AIG", "BAC"],
         description='symbols to ingest and serve, as JSON, e.g. ["SPY","IBM"]',
     )
+    interval_level: float = Field(
+        0.8,
+        gt=0,
+        lt=1,
+        description=(
+            "central level of the served forecast interval (TICKCAST_INTERVAL_LEVEL: score.py, which cannot "
+            "import settings, reads the same variable)"
+        ),
+    )
     stack: StackSettings = Field(default_factory=StackSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -409,6 +440,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     azure: AzureSettings = Field(default_factory=AzureSettings)
     aml: AmlSettings = Field(default_factory=AmlSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     cloud_deploy: CloudDeploySettings = Field(default_factory=CloudDeploySettings)
 
     @model_validator(mode="after")

@@ -100,8 +100,9 @@ def test_model_beats_predicting_zero_on_ar1_returns(
 
     model, history, fit_s = trained
     y = data["y_test"]
-    pred = architecture.predict(model, data["x_test"])
-    assert pred.shape == y.shape and pred.dtype == np.float32
+    out = architecture.predict(model, data["x_test"])
+    assert out.shape == (len(y), 2) and out.dtype == np.float32
+    pred = out[:, :1]
     ratio = float(np.sqrt(np.mean((pred - y) ** 2)) / np.sqrt(np.mean(y**2)))
     epochs = len(history["loss"])
     print(  # visible with -s: the timings quoted in the report
@@ -110,6 +111,25 @@ def test_model_beats_predicting_zero_on_ar1_returns(
     )
     assert ratio <= 0.95, f"model RMSE is {ratio:.3f} of predicting 0; expected <= 0.95"
     assert ratio > 0.85, f"ratio {ratio:.3f} is far below the theoretical optimum 0.917: leak?"
+
+
+@pytest.mark.slow
+def test_the_scale_head_learns_the_noise_and_its_interval_covers_its_level(
+    data: dict[str, np.ndarray], trained: tuple[Any, dict[str, list[float]], float]
+) -> None:
+    from tickcast.model import architecture
+    from tickcast.model.uncertainty import z_of
+
+    model, _, _ = trained
+    out = architecture.predict(model, data["x_test"]).astype(np.float64)
+    y = data["y_test"][:, 0].astype(np.float64)
+    mu, sigma = out[:, 0], out[:, 1]
+    # the innovation's sd on this scale is sqrt(1 - phi^2) = 0.917 of the returns' sd, the same every minute
+    noise_sd = math.sqrt(1 - PHI**2)
+    assert (sigma > 0).all() and abs(float(np.median(sigma)) - noise_sd) < 0.1
+    covered = float((np.abs(y - mu) <= z_of(0.8) * sigma).mean())
+    print(f"\nAR(1) scale median {np.median(sigma):.3f} (truth {noise_sd:.3f}); 80 % coverage {covered:.3f}")
+    assert 0.75 <= covered <= 0.85
 
 
 @pytest.mark.slow
@@ -129,8 +149,8 @@ def test_param_count_matches_the_documented_formula() -> None:
     from tickcast.model import architecture
 
     model = architecture.build_model(30, 10, lstm_units=32, learning_rate=1e-3, seed=1)
-    assert model.count_params() == architecture.param_count(30, 10, 32) == 7681
-    assert model.input_shape == (None, 30, 10) and model.output_shape == (None, 1)
+    assert model.count_params() == architecture.param_count(30, 10, 32) == 7746
+    assert model.input_shape == (None, 30, 10) and model.output_shape == (None, 2)
 
 
 @pytest.mark.slow
@@ -164,7 +184,7 @@ def test_onnx_export_parity_and_interface(
     print(f"\nONNX parity max |keras - onnxruntime| = {diff:.2e}")
     assert diff <= 1e-4
 
-    assert onnx_export.io_names(onnx_bytes) == (["x"], ["return_z"])
+    assert onnx_export.io_names(onnx_bytes) == (["x"], ["forecast_z"])
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
     assert inp.name == onnx_export.ONNX_INPUT_NAME and inp.type == "tensor(float)"
@@ -177,7 +197,7 @@ def test_onnx_export_parity_and_interface(
 
     # batch of one (the serving case) also matches
     one = session.run(None, {"x": x[:1]})[0]
-    assert one.shape == (1, 1)
+    assert one.shape == (1, 2) and one[0, 1] > 0
     assert np.abs(one - architecture.predict(model, x[:1])).max() <= 1e-4
 
     # a different model does not pass as this one
@@ -188,7 +208,7 @@ def test_onnx_export_parity_and_interface(
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
-def test_keras_file_round_trip_needs_no_custom_objects(
+def test_keras_file_round_trip_needs_only_the_architecture_module(
     tmp_path: Path, data: dict[str, np.ndarray], trained: tuple[Any, dict[str, list[float]], float]
 ) -> None:
     import keras

@@ -85,7 +85,9 @@ def test_predict_latest_returns_a_finite_close_near_the_last_one(predictor: Pred
 
 def test_predict_frame_scores_every_window_of_every_symbol(predictor: Predictor, bars: pd.DataFrame) -> None:
     frame = predictor.predict_frame(bars)
-    assert list(frame.columns) == ["symbol", "ts", "last_close", "predicted_close", "next_close"]
+    assert list(frame.columns) == [
+        "symbol", "ts", "last_close", "predicted_close", "next_close", "sigma", "lower", "upper"
+    ]  # fmt: skip
     per_session = sessions.MINUTES_PER_SESSION - (LOOKBACK + WINDOW - 1) + 1
     assert frame.groupby("symbol").size().to_dict() == {s: per_session * len(DAYS) for s in SYMBOLS}
     assert np.isfinite(frame["predicted_close"]).all()
@@ -96,6 +98,25 @@ def test_predict_frame_scores_every_window_of_every_symbol(predictor: Predictor,
     latest = predictor.predict_latest(ibm[ibm["ts"] <= row["ts"]], "IBM")
     assert latest.predicted_close == pytest.approx(row["predicted_close"], rel=1e-12)
     assert row["next_close"] == ibm.loc[ibm["ts"] == row["ts"] + pd.Timedelta(minutes=1), "close"].iloc[0]
+
+
+def test_a_location_only_model_gets_the_training_returns_spread_as_its_interval(
+    predictor: Predictor, bars: pd.DataFrame
+) -> None:
+    # the handmade graph outputs [batch, 1] like every model exported before models had a scale
+    spy = bars[bars["symbol"] == "SPY"]
+    p = predictor.predict_latest(spy, "SPY", level=0.8)
+    assert p.model_kind == "lstm-attention" and p.level == 0.8
+    assert p.sigma == pytest.approx(predictor.preprocessing.y_scalers["SPY"].std, rel=1e-12)
+    mu = np.log(p.predicted_close / p.last_close)
+    assert p.lower == pytest.approx(p.last_close * np.exp(mu - 1.2815515655446004 * p.sigma), rel=1e-12)
+    assert p.upper == pytest.approx(p.last_close * np.exp(mu + 1.2815515655446004 * p.sigma), rel=1e-12)
+    assert p.lower < p.predicted_close < p.upper
+    wider = predictor.predict_latest(spy, "SPY", level=0.95)
+    assert wider.lower < p.lower and wider.upper > p.upper
+    assert p.as_dict()["interval"] == {"level": 0.8, "lower": p.lower, "upper": p.upper}
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        predictor.predict_latest(spy, "SPY", level=80)
 
 
 def test_too_few_bars_raise_not_enough_bars_with_the_numbers(predictor: Predictor, bars: pd.DataFrame) -> None:

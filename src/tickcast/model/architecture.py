@@ -1,13 +1,14 @@
-"""The forecaster's network: LSTM + additive (Bahdanau) attention over time + a linear head.
+"""The forecaster's network: LSTM + additive (Bahdanau) attention over time + a Gaussian head.
 
 Input ``x``: float32 ``[batch, window, n_features]``, already standardised per symbol.
-Output: float32 ``[batch, 1]``, the standardised next-minute LOG RETURN. The caller un-scales it
-and converts it back to a price (``predicted_close = last_close * exp(r)``), so "predict zero
-change" (persistence) is the natural floor of this model: an untrained or unlucky model sits near
-zero, and whatever it learns beyond that shows up as skill against persistence.
+Output: float32 ``[batch, 2]`` = (location, scale) of the standardised next-minute LOG RETURN, a Gaussian.
+The caller un-scales it and converts it back to a price (``predicted_close = last_close * exp(r)``) and an
+interval (:mod:`tickcast.model.uncertainty`), so "predict zero change" (persistence) is the natural floor
+of this model: an untrained or unlucky model sits near zero, and whatever it learns beyond that shows up
+as skill against persistence.
 
-Layers (Keras 3 functional API, built-in layers only, so ``model.save("model.keras")`` reloads with
-plain ``keras.models.load_model`` and no custom objects)::
+Layers (Keras 3 functional API, built-in layers only; the loss is registered under ``tickcast>`` so
+``model.save("model.keras")`` reloads with plain ``keras.models.load_model`` once this module is imported)::
 
     x                [B, T, F]
     lstm             LSTM(U, return_sequences=True, return_state=True)
@@ -20,7 +21,9 @@ plain ``keras.models.load_model`` and no custom objects)::
     att_weights      Softmax over the time axis            [B, T, 1]   a_t, sum_t a_t = 1
     att_context      Dot(axes=1)(weights, states), Flatten [B, U]      c = sum_t a_t·h_t
     concat           [c, h_T]                              [B, 2U]
-    return_z         Dense(1) (linear)                     [B, 1]
+    loc_z            Dense(1) (linear)                     [B, 1]      location
+    scale_raw        Dense(1), softplus, + SCALE_FLOOR     [B, 1]      scale > 0 (starts near 1)
+    forecast_z       Concatenate                           [B, 2]
 
 Why attention: the LSTM's last state summarises the window, but a few specific minutes (a burst of
 volume, a gap) may matter more than the recency-weighted summary; additive attention lets the head
@@ -31,15 +34,18 @@ op-for-op (parity with ONNX Runtime ~1e-7); the layer named ``att_weights`` can 
 sub-model to inspect which minutes the model attends to.
 
 Parameter count, with T = window, F = n_features, U = lstm_units:
-LSTM 4·U·(F + U + 1) + keys U·U + U + query U·U + score U + head 2U + 1.
-For window 30 x 10 features x 32 units: 5,504 + 1,056 + 1,024 + 32 + 65 = **7,681** (the window
+LSTM 4·U·(F + U + 1) + keys U·U + U + query U·U + score U + two heads 2·(2U + 1).
+For window 30 x 10 features x 32 units: 5,504 + 1,056 + 1,024 + 32 + 130 = **7,746** (the window
 length does not change the count).
 
-Training (:func:`fit`): Adam + MSE, early stopping on ``val_loss`` with the best epoch's weights
-restored, shuffling only within the training split (windows are built causally beforehand, and the
-validation split comes after the training split in time). With :func:`set_seeds` two trainings on
-the same data give bit-identical weights on CPU; TensorFlow op determinism costs no measurable time
-on this model (1.8-2.4 s/epoch either way for 22k windows of 30 x 10, batch 256, 2 cores).
+Training (:func:`fit`): Adam on :func:`gaussian_loss` — the location is fit by squared error exactly as
+before (so point skill does not trade against the scale), the scale by the Gaussian negative
+log-likelihood of the residual with the location held fixed (its gradient stopped) (decision 0051).
+Early stopping on ``val_loss`` with the best epoch's weights restored, shuffling only within the training
+split (windows are built causally beforehand, and the validation split comes after the training split in
+time). With :func:`set_seeds` two trainings on the same data give bit-identical weights on CPU; TensorFlow
+op determinism costs no measurable time on this model (1.8-2.4 s/epoch either way for 22k windows of
+30 x 10, batch 256, 2 cores).
 """
 
 from __future__ import annotations
@@ -59,18 +65,36 @@ import keras  # TF_CPP_MIN_LOG_LEVEL (above) must be set before TensorFlow loads
 
 # Names other modules rely on (ONNX export, inspection).
 INPUT_NAME = "x"
-OUTPUT_LAYER = "return_z"
+OUTPUT_LAYER = "forecast_z"
 ATTENTION_LAYER = "att_weights"
+SCALE_FLOOR = 1e-3  # smallest scale, in units of the training returns' standard deviation
+_SOFTPLUS_INV_1 = 0.5413248546129181  # softplus(x) = 1: the scale head starts at the returns' own spread
 
 History = dict[str, list[float]]
-"""Per-epoch values: ``loss``, ``val_loss`` (MSE on the standardised return) and ``epoch_time_s``."""
+"""Per-epoch values: ``loss``, ``val_loss`` (:func:`gaussian_loss` on the standardised return) and ``epoch_time_s``."""
+
+
+@keras.saving.register_keras_serializable(package="tickcast")  # type: ignore[untyped-decorator]  # keras is untyped
+def gaussian_loss(y_true: Any, y_pred: Any) -> Any:
+    """½(y − μ)² + log σ + ½·sg(y − μ)²/σ², per window (``y_pred`` = [μ, σ]; sg = stop gradient).
+
+    The first term trains the location exactly like mean squared error; the other two are the Gaussian
+    negative log-likelihood of the scale given that location.
+    """
+    ops = keras.ops
+    y = ops.reshape(ops.cast(y_true, "float32"), (-1, 1))
+    mu, sigma = y_pred[:, 0:1], y_pred[:, 1:2]
+    err = y - mu
+    point = 0.5 * ops.square(err)
+    nll = ops.log(sigma) + 0.5 * ops.square(ops.stop_gradient(err)) / ops.square(sigma)
+    return ops.mean(point + nll, axis=-1)
 
 
 def param_count(window: int, n_features: int, lstm_units: int) -> int:
     """Trainable parameters of :func:`build_model` (``window`` does not change it)."""
     del window
     u, f = lstm_units, n_features
-    return 4 * u * (f + u + 1) + (u * u + u) + u * u + u + (2 * u + 1)
+    return 4 * u * (f + u + 1) + (u * u + u) + u * u + u + 2 * (2 * u + 1)
 
 
 def set_seeds(seed: int, *, deterministic_ops: bool = True) -> None:
@@ -88,7 +112,7 @@ def set_seeds(seed: int, *, deterministic_ops: bool = True) -> None:
 
 
 def build_model(window: int, n_features: int, *, lstm_units: int, learning_rate: float, seed: int) -> keras.Model:
-    """LSTM + additive attention + Dense(1), compiled with Adam and MSE (see the module docstring).
+    """LSTM + additive attention + Gaussian head, compiled with Adam and :func:`gaussian_loss` (module docstring).
 
     Every initializer is seeded from ``seed``, so the initial weights do not depend on global state.
     """
@@ -120,10 +144,19 @@ def build_model(window: int, n_features: int, *, lstm_units: int, learning_rate:
     context = keras.layers.Dot(axes=1, name="att_context")([weights, states])
     context = keras.layers.Flatten(name="att_context_flat")(context)
     both = keras.layers.Concatenate(name="concat")([context, last])
-    output = keras.layers.Dense(1, kernel_initializer=glorot(), name=OUTPUT_LAYER)(both)
+    loc = keras.layers.Dense(1, kernel_initializer=glorot(), name="loc_z")(both)
+    raw = keras.layers.Dense(
+        1,
+        kernel_initializer=glorot(),
+        bias_initializer=keras.initializers.Constant(_SOFTPLUS_INV_1),
+        name="scale_raw",
+    )(both)
+    scale = keras.layers.Activation("softplus", name="scale_softplus")(raw)
+    scale = keras.layers.Rescaling(1.0, offset=SCALE_FLOOR, name="scale_z")(scale)
+    output = keras.layers.Concatenate(name=OUTPUT_LAYER)([loc, scale])
 
     model = keras.Model(inputs, output, name="lstm_attention")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=gaussian_loss)
     return model
 
 
@@ -198,6 +231,6 @@ def fit(
 
 
 def predict(model: keras.Model, x: ArrayLike, *, batch_size: int = 1024) -> np.ndarray:
-    """Standardised return forecasts ``[batch, 1]`` as float32 (Keras path; serving uses ONNX)."""
+    """Standardised (location, scale) forecasts ``[batch, 2]`` as float32 (Keras path; serving uses ONNX)."""
     xa = np.asarray(x, dtype=np.float32)
     return np.asarray(model.predict(xa, batch_size=batch_size, verbose=0), dtype=np.float32)

@@ -83,15 +83,49 @@ def diebold_mariano(err_model: ArrayLike, err_reference: ArrayLike) -> tuple[flo
     """
     a = np.asarray(err_model, dtype=np.float64)
     b = np.asarray(err_reference, dtype=np.float64)
+    return diebold_mariano_losses(a**2, b**2)
+
+
+def diebold_mariano_losses(loss_model: ArrayLike, loss_reference: ArrayLike) -> tuple[float, float]:
+    """:func:`diebold_mariano` on any per-minute losses (e.g. interval scores): is the model's mean loss lower?"""
+    a = np.asarray(loss_model, dtype=np.float64)
+    b = np.asarray(loss_reference, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError("need two 1-d error arrays of the same length (>= 2)")
-    d = b**2 - a**2  # > 0 where the model is better
+        raise ValueError("need two 1-d loss arrays of the same length (>= 2)")
+    d = b - a  # > 0 where the model is better
     sd = float(np.std(d, ddof=1))
     if sd == 0.0:
         return 0.0, 0.5 if float(np.mean(d)) == 0.0 else (0.0 if float(np.mean(d)) > 0 else 1.0)
     stat = float(np.mean(d) / (sd / math.sqrt(len(d))))
     pvalue = 0.5 * math.erfc(stat / math.sqrt(2.0))  # P(Z > stat)
     return stat, pvalue
+
+
+def interval_metrics(
+    actual_close: ArrayLike, lower: ArrayLike, upper: ArrayLike, last_close: ArrayLike, level: float
+) -> dict[str, float]:
+    """coverage (fraction), interval_score_bp and width_bp (mean, in bp of the last close) of central intervals."""
+    from tickcast.model.uncertainty import interval_scores
+
+    v = _vectors(actual_close=actual_close, lower=lower, upper=upper, last_close=last_close)
+    bp = 1e4 / v["last_close"]
+    y, lo, hi = v["actual_close"] * bp, v["lower"] * bp, v["upper"] * bp
+    return {
+        "coverage": float(((y >= lo) & (y <= hi)).mean()),
+        "interval_score_bp": float(interval_scores(y, lo, hi, level).mean()),
+        "width_bp": float((hi - lo).mean()),
+    }
+
+
+def interval_losses_bp(
+    actual_close: ArrayLike, lower: ArrayLike, upper: ArrayLike, last_close: ArrayLike, level: float
+) -> np.ndarray:
+    """Per-minute interval scores in bp of the last close (for :func:`diebold_mariano_losses`)."""
+    from tickcast.model.uncertainty import interval_scores
+
+    v = _vectors(actual_close=actual_close, lower=lower, upper=upper, last_close=last_close)
+    bp = 1e4 / v["last_close"]
+    return interval_scores(v["actual_close"] * bp, v["lower"] * bp, v["upper"] * bp, level)
 
 
 def _skill(rmse: float, rmse_persistence: float) -> float:

@@ -8,8 +8,9 @@ signature float32 ``[None, window, n_features]`` and opset :data:`OPSET`. Keras 
 
 The exported graph has exactly one input, :data:`ONNX_INPUT_NAME` (``"x"``: float32
 ``[batch, window, n_features]``, standardised) and one output, :data:`ONNX_OUTPUT_NAME`
-(``"return_z"``: float32 ``[batch, 1]``, the standardised next-minute log return). Keras names the
-output ``Identity:0``; it is renamed here so serving code can rely on a stable name. The window,
+(``"forecast_z"``: float32 ``[batch, 2]``, location and scale of the standardised next-minute log
+return). Keras names the output ``Identity:0``; it is renamed here so serving code can rely on a stable
+name. The window,
 feature count and target are recorded in the model's metadata properties.
 
 :func:`check_parity` runs the bytes in ONNX Runtime beside Keras and raises
@@ -30,7 +31,7 @@ from tickcast.errors import TickcastError
 
 OPSET = 17
 ONNX_INPUT_NAME = "x"
-ONNX_OUTPUT_NAME = "return_z"
+ONNX_OUTPUT_NAME = "forecast_z"
 PARITY_TOLERANCE = 1e-4
 
 
@@ -87,7 +88,8 @@ def export_onnx(model: object, window: int, n_features: int, *, opset: int = OPS
         {
             "tickcast.window": str(window),
             "tickcast.n_features": str(n_features),
-            "tickcast.target": "standardised next-minute log return",
+            "tickcast.model_kind": "lstm-attention",
+            "tickcast.target": "standardised next-minute log return: location and scale of a Gaussian",
             "tickcast.input": ONNX_INPUT_NAME,
             "tickcast.output": ONNX_OUTPUT_NAME,
         },
@@ -99,7 +101,7 @@ def export_onnx(model: object, window: int, n_features: int, *, opset: int = OPS
 def check_parity(model: object, onnx_bytes: bytes, x: ArrayLike, *, tolerance: float = PARITY_TOLERANCE) -> float:
     """Max |Keras - ONNX Runtime| over ``x``; raises :class:`OnnxParityError` above ``tolerance``.
 
-    Also checks the ONNX interface: exactly one input and one output, output shape ``[batch, 1]``.
+    Also checks the ONNX interface: exactly one input and one output, output shape ``[batch, 2]``.
     """
     import onnxruntime as ort
 
@@ -112,8 +114,8 @@ def check_parity(model: object, onnx_bytes: bytes, x: ArrayLike, *, tolerance: f
         raise OnnxParityError(f"ONNX model has {len(inputs)} inputs and {len(outputs)} outputs; expected one each")
     got = np.asarray(session.run(None, {inputs[0].name: xa})[0])
     want = np.asarray(model.predict(xa, batch_size=1024, verbose=0))  # type: ignore[attr-defined]
-    if got.shape != want.shape or got.shape != (len(xa), 1):
-        raise OnnxParityError(f"ONNX output shape {got.shape} != Keras output shape {want.shape} (expected [n, 1])")
+    if got.shape != want.shape or got.shape != (len(xa), 2):
+        raise OnnxParityError(f"ONNX output shape {got.shape} != Keras output shape {want.shape} (expected [n, 2])")
     diff = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
     if not diff <= tolerance:  # also catches NaN
         raise OnnxParityError(f"ONNX Runtime differs from Keras by {diff:.3g} (> {tolerance:g}) on {len(xa)} windows")

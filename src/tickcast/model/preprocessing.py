@@ -16,6 +16,15 @@ JSON schema (version 1)::
      "data_window": {"start": "<ISO-8601 UTC>", "end": "<ISO-8601 UTC>"},
      "extra": {...free-form JSON, e.g. train_end...}}
 
+Two keys of ``extra`` have a meaning (both optional, so older files still load):
+
+* ``model_kind``: ``"baseline"`` or ``"lstm-attention"`` (the default: every model before the baseline was one);
+* ``interval_scale``: ``{"SPY": k, ...}``, a per-symbol factor on the model's scale, calibrated so the served
+  interval covers its nominal level (:func:`tickcast.model.uncertainty.calibrate_scale`); 1 where absent.
+
+The model's scale output is in standardised units like its location: the log-return scale is
+``y_scalers[sym].std · scale_z · interval_scale[sym]`` (:meth:`Preprocessing.sigma`).
+
 ``features`` may be any subset of :data:`tickcast.features.indicators.FEATURES`, in any order (an older model
 keeps working when features are added); a name this code does not compute is refused when loading.
 """
@@ -23,6 +32,7 @@ keeps working when features are added); a name this code does not compute is ref
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +54,7 @@ from tickcast.features.indicators import (
 from tickcast.features.scaling import Standardizer, TargetScaler
 from tickcast.features.windows import NotEnoughBars, Windows, latest_window_of_rows, make_windows, trailing_run
 from tickcast.market.columns import BarArrays
+from tickcast.model.kinds import LSTM_ATTENTION, MODEL_KINDS
 
 __all__ = ["SCHEMA_VERSION", "TARGET", "NotEnoughBars", "Prepared", "Preprocessing", "UnknownSymbol"]
 
@@ -119,6 +130,13 @@ class Preprocessing:
                 problems.append(f"x_scalers[{sym}] has {sc.n_features} features, expected {len(self.features)}")
         if set(self.data_window) != {"start", "end"}:
             problems.append(f"data_window must have exactly start and end, got {sorted(self.data_window)}")
+        if self.extra.get("model_kind", LSTM_ATTENTION) not in MODEL_KINDS:
+            problems.append(f"extra.model_kind must be one of {list(MODEL_KINDS)}, got {self.extra['model_kind']!r}")
+        scales = self.extra.get("interval_scale", {})
+        if not isinstance(scales, dict) or not all(
+            s in self.symbols and isinstance(k, int | float) and math.isfinite(k) and k > 0 for s, k in scales.items()
+        ):
+            problems.append(f"extra.interval_scale must map known symbols to finite factors > 0, got {scales!r}")
         if problems:
             raise ValueError("invalid preprocessing: " + "; ".join(problems))
 
@@ -221,6 +239,22 @@ class Preprocessing:
         """Scaled model output -> predicted log return."""
         self.check_symbol(symbol)
         return self.y_scalers[symbol].inverse(y_scaled)
+
+    @property
+    def model_kind(self) -> str:
+        """``"baseline"`` or ``"lstm-attention"`` (see the module docstring)."""
+        return str(self.extra.get("model_kind", LSTM_ATTENTION))
+
+    def interval_scale(self, symbol: str) -> float:
+        """The calibrated factor on ``symbol``'s scale (1 when the model has none)."""
+        self.check_symbol(symbol)
+        return float(self.extra.get("interval_scale", {}).get(symbol, 1.0))
+
+    def sigma(self, scale_z: npt.ArrayLike, symbol: str) -> npt.NDArray[np.float64]:
+        """Model scale output (standardised) -> scale of the predicted log return."""
+        self.check_symbol(symbol)
+        k = self.y_scalers[symbol].std * self.interval_scale(symbol)
+        return np.asarray(scale_z, dtype=np.float64) * k
 
     @overload
     def to_close(self, y_scaled: float, last_close: float, symbol: str) -> float: ...

@@ -5,9 +5,15 @@ stopping), the most recent are held out for the test. Between splits an embargo 
 every window whose inputs overlap the previous split's targets. Scalers are fit per symbol on the
 TRAIN windows only and stored as JSON parameters in ``preprocessing.json``.
 
+The interval is calibrated on the VALIDATION windows: one factor on the model's scale, pooled over the
+symbols, that makes its ``level`` interval cover ``level`` there (``extra.interval_scale`` of
+``preprocessing.json``; decision 0051). Pooled, because per symbol a few hundred validation windows put
+about ±3 points of noise on the coverage the factor is fit to (measured on the synthetic market).
+
 The held-out window is scored through the serving path — the exported ONNX model with its own
-preprocessing (:class:`tickcast.model.predictor.Predictor`) — beside persistence and, on the synthetic
-market, the oracle. What is trained is what is measured is what is served.
+preprocessing (:class:`tickcast.model.predictor.Predictor`) — beside persistence, the baseline (its
+interval calibrated on the minutes before the test window) and, on the synthetic market, the oracle.
+What is trained is what is measured is what is served.
 """
 
 from __future__ import annotations
@@ -85,12 +91,15 @@ def train(
     symbols: list[str] | None = None,
     oracle: OracleFn | None = None,
     progress: bool = False,
+    level: float = 0.8,
 ) -> TrainingResult:
-    """Train, export and evaluate one model on lake bars of one or more symbols."""
+    """Train, export and evaluate one model on lake bars of one or more symbols (``level``: the served interval)."""
     from tickcast.features.windows import make_windows
-    from tickcast.model import architecture, evaluation, onnx_export, plots
+    from tickcast.model import architecture, baseline, evaluation, onnx_export, plots
+    from tickcast.model.kinds import LSTM_ATTENTION
     from tickcast.model.predictor import Predictor
     from tickcast.model.preprocessing import Preprocessing
+    from tickcast.model.uncertainty import calibrate_scale
 
     t0 = time.monotonic()
     notes: list[str] = []
@@ -133,7 +142,7 @@ def train(
         features=list(FEATURES),
         window=cfg.window,
         data_window=(bars["ts"].min().to_pydatetime(), bars["ts"].max().to_pydatetime()),
-        extra={"train_end": pd.Timestamp(train_end, tz="UTC").isoformat()},
+        extra={"train_end": pd.Timestamp(train_end, tz="UTC").isoformat(), "model_kind": LSTM_ATTENTION},
     )
 
     def stack(part: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,11 +181,26 @@ def train(
     parity = onnx_export.check_parity(model, onnx_bytes, x_test[:512])
     t_export = time.monotonic()
 
+    # the interval's calibration on the validation windows, through the serving path
+    known = bars[bars["symbol"].isin(list(per_symbol))]
+    full = Predictor(onnx_bytes, prep).predict_frame(known, level=level)
+    val_start = pd.Timestamp(train_end, tz="UTC") + pd.Timedelta(minutes=cfg.window)
+    val = full[(full["ts"] > val_start) & (full["ts"] <= pd.Timestamp(val_end, tz="UTC")) & full["next_close"].notna()]
+    residual = np.log(val["next_close"].to_numpy() / val["predicted_close"].to_numpy())
+    pooled = max(calibrate_scale(residual, val["sigma"].to_numpy(), level), 1e-3)
+    prep.extra["interval_scale"] = dict.fromkeys(per_symbol, pooled)
+    prep.extra["calibration"] = {"level": level, "windows": len(val), "on": "validation split"}
+
     # held-out window, scored through the serving path (ONNX + its own preprocessing)
     predictor = Predictor(onnx_bytes, prep)
-    frame = predictor.predict_frame(bars[bars["symbol"].isin(list(per_symbol))])
+    frame = predictor.predict_frame(known, level=level)
     test_start = pd.Timestamp(val_end, tz="UTC") + pd.Timedelta(minutes=cfg.window)
     frame = frame[(frame["ts"] > test_start) & frame["next_close"].notna()].reset_index(drop=True)
+    base_onnx, base_prep = baseline.build(
+        list(per_symbol), bars=known[known["ts"] <= pd.Timestamp(val_end, tz="UTC")], level=level
+    )
+    base = Predictor(base_onnx, base_prep).predict_frame(known, level=level)[["symbol", "ts", "lower", "upper"]]
+    base = frame[["symbol", "ts"]].merge(base, on=["symbol", "ts"], how="left")
     oracle_pred = None
     if oracle is not None and len(frame):
         try:
@@ -197,6 +221,16 @@ def train(
         frame["next_close"].to_numpy(), frame["last_close"].to_numpy(), frame["predicted_close"].to_numpy(), oracle_pred
     )
     metrics = comparison.flat_metrics()
+    if len(frame):
+        actual, last = frame["next_close"].to_numpy(), frame["last_close"].to_numpy()
+        for name, lo, hi in (
+            ("model", frame["lower"], frame["upper"]),
+            ("baseline", base["lower"], base["upper"]),
+        ):
+            if lo.notna().all():
+                for key, value in evaluation.interval_metrics(actual, lo, hi, last, level).items():
+                    metrics[f"{name}_{key}"] = value
+    metrics["interval_level"] = level
     metrics["onnx_max_abs_diff"] = parity
     metrics["epochs_run"] = float(len(history["loss"]))
     figures = {

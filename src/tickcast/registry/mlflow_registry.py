@@ -7,6 +7,10 @@ the plots, and tags: data window, dataset hash, git commit. The version is regis
 
 Aliases: ``production`` (what the endpoint serves), ``previous`` (what it served before: rollback
 target), ``challenger`` (the latest candidate). Stages are deprecated in MLflow and not used.
+
+A baseline (:mod:`tickcast.model.baseline`) is registered the same way by :meth:`Registry.log_baseline`:
+a run with its params and the same ``model/`` files (no ``model.keras``: it has no Keras side). Every version
+carries the tag ``model_kind`` (``baseline`` or ``lstm-attention``).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from tickcast.registry.vocabulary import (
     DATA_WINDOW_START,
     DATASET_HASH,
     GIT_COMMIT,
+    LIVE_EVALUATION,
+    MODEL_KIND,
     PREVIOUS,
     PRODUCTION,
     PROMOTED_AT,
     PROMOTION_VERDICT,
+    ROLLBACK_REASON,
     SKILL_VS_PERSISTENCE,
     SYMBOLS,
     TRAIN_END,
@@ -40,6 +47,7 @@ from tickcast.settings import PROJECT_ROOT, Settings, get_settings
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
+    from tickcast.model.preprocessing import Preprocessing
     from tickcast.model.training import TrainingResult
     from tickcast.validation.gate import Verdict
 
@@ -100,11 +108,11 @@ class Registry:
         """One run with everything needed to audit and deploy the model, then a registered version."""
         import mlflow
 
-        self.check_reachable()
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        mlflow.set_experiment(self.settings.mlflow.experiment)
+        from tickcast.model.kinds import LSTM_ATTENTION
+
+        self._use_experiment()
         tags = {
+            MODEL_KIND: LSTM_ATTENTION,
             DATA_WINDOW_START: result.data_window[0].isoformat(),
             DATA_WINDOW_END: result.data_window[1].isoformat(),
             TRAIN_END: result.train_end.isoformat(),
@@ -134,6 +142,53 @@ class Registry:
         self._client.set_registered_model_alias(self.name, CHALLENGER, version)
         return LoggedModel(run_id=run.info.run_id, version=version, artifact_uri=artifact_uri)
 
+    def _use_experiment(self) -> None:
+        import mlflow
+
+        self.check_reachable()
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        mlflow.set_experiment(self.settings.mlflow.experiment)
+
+    def log_baseline(
+        self, onnx_model: bytes, preprocessing: Preprocessing, *, params: dict[str, Any], challenger: bool = False
+    ) -> LoggedModel:
+        """Register a baseline version (no training: params, ``model.onnx`` + ``preprocessing.json``).
+
+        ``challenger`` also points the ``challenger`` alias at it (a fresh stack deploys it directly instead).
+        """
+        import mlflow
+
+        from tickcast.model.kinds import BASELINE
+
+        self._use_experiment()
+        tags = {
+            MODEL_KIND: BASELINE,
+            DATA_WINDOW_START: preprocessing.data_window["start"],
+            DATA_WINDOW_END: preprocessing.data_window["end"],
+            GIT_COMMIT: git_commit(),
+            SYMBOLS: ",".join(preprocessing.symbols),
+        }
+        with mlflow.start_run(run_name="baseline", tags=tags) as run:
+            mlflow.log_params(params)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / ARTIFACT_DIR
+                folder.mkdir()
+                (folder / "model.onnx").write_bytes(onnx_model)
+                (folder / "preprocessing.json").write_text(preprocessing.to_json())
+                mlflow.log_artifacts(str(folder), ARTIFACT_DIR)
+            artifact_uri = f"{run.info.artifact_uri}/{ARTIFACT_DIR}"
+        version = self.register(run.info.run_id, artifact_uri, tags)
+        if challenger:
+            self._client.set_registered_model_alias(self.name, CHALLENGER, version)
+        return LoggedModel(run_id=run.info.run_id, version=version, artifact_uri=artifact_uri)
+
+    def kind(self, version: str) -> str:
+        """The version's ``model_kind`` tag (``lstm-attention`` for versions registered before the tag)."""
+        from tickcast.model.kinds import LSTM_ATTENTION
+
+        return self.version_tags(version).get(MODEL_KIND, LSTM_ATTENTION)
+
     def register(self, run_id: str, source: str, tags: dict[str, str]) -> str:
         """A new version of the registered model from ``source`` (a run's ``model/`` folder); creates the
         registered model on first use. Returns the version number."""
@@ -143,7 +198,11 @@ class Registry:
             self._client.get_registered_model(self.name)
         except MlflowException:
             self._client.create_registered_model(
-                self.name, description="Next-minute close forecaster: LSTM + attention on causal features (ONNX)."
+                self.name,
+                description=(
+                    "Next-minute close forecasters with an interval (ONNX): the baseline (persistence + realized "
+                    "volatility) and the LSTM + attention (Gaussian head); tag model_kind says which."
+                ),
             )
         mv = self._client.create_model_version(self.name, source=source, run_id=run_id, tags=tags)
         return str(mv.version)
@@ -199,6 +258,33 @@ class Registry:
             self.name, version, PROMOTION_VERDICT, "promote" if verdict.promote else "keep_champion"
         )
         self._client.set_model_version_tag(self.name, version, SKILL_VS_PERSISTENCE, f"{verdict.skill:.6f}")
+        numbers = verdict.gate_metrics()
+        for key in ("gate_coverage", "gate_interval_score_bp", "gate_dm_p_point", "gate_dm_p_interval"):
+            if key in numbers:
+                self._client.set_model_version_tag(self.name, version, key, f"{numbers[key]:.6f}")
+        run_id = self.model_version(version).run_id
+        if run_id:
+            for key, value in numbers.items():
+                self._client.log_metric(run_id, key, value)
+
+    def log_live_evaluation(self, version: str, metrics: dict[str, float], summary: str) -> None:
+        """Live-evaluation metrics of ``version`` (``live_*``, a new point each time) and a one-line tag."""
+        import time
+
+        run_id = self.model_version(version).run_id
+        if run_id:
+            stamp = int(time.time() * 1000)
+            for key, value in metrics.items():
+                self._client.log_metric(run_id, f"live_{key}", float(value), timestamp=stamp)
+        self._client.set_model_version_tag(self.name, version, LIVE_EVALUATION, summary)
+
+    def record_rollback(self, version: str, reason: str) -> None:
+        """Why ``version`` lost production (tag + description line), e.g. after live evaluation."""
+        self._client.set_model_version_tag(self.name, version, ROLLBACK_REASON, reason)
+        mv = self.model_version(version)
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        text = (mv.description or "").rstrip() + f"\n\nRolled back {stamp}: {reason}"
+        self._client.update_model_version(self.name, version, description=text.strip())
 
     def promote(self, version: str) -> str | None:
         """Move ``production`` to ``version``; the old production becomes ``previous``. Returns the old one."""

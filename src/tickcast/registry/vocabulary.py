@@ -21,11 +21,13 @@ __all__ = [
     "DATA_WINDOW_END",
     "DATA_WINDOW_START",
     "GIT_COMMIT",
+    "LIVE_EVALUATION",
     "MODEL_KIND",
     "PREVIOUS",
     "PRODUCTION",
     "PROMOTED_AT",
     "PROMOTION_VERDICT",
+    "ROLLBACK_REASON",
     "SKILL_VS_PERSISTENCE",
     "SYMBOLS",
     "TEST_END",
@@ -51,3 +53,5 @@ PROMOTION_VERDICT: Final = "promotion_verdict"  # "promote" | "keep_champion"
 SKILL_VS_PERSISTENCE: Final = "skill_vs_persistence"
 MODEL_KIND: Final = "model_kind"  # which forecaster the version is, e.g. "baseline"
 BASELINE_KIND: Final = "baseline"  # MODEL_KIND of a baseline version: what a new environment serves first
+ROLLBACK_REASON: Final = "rollback_reason"  # on a version live evaluation rolled back: why, with the numbers
+LIVE_EVALUATION: Final = "live_evaluation"  # the latest live evaluation of a version, one line

@@ -1,17 +1,23 @@
 """The promotion gate: may the challenger replace the champion? Pure logic, no MLflow calls.
 
-Rule (ARCHITECTURE, "Promotion"): on the same most-recent held-out window, each model scored with its
-OWN preprocessing, the challenger is promoted only if
+Rule (ARCHITECTURE, "Promotion"; decision 0052): on the same most-recent held-out window, each model scored
+with its OWN preprocessing, the challenger is promoted only if
 
-1. it beats persistence ("next close = last close"): RMSE_challenger < RMSE_persistence, significantly
-   (one-sided Diebold-Mariano test on squared errors, p < alpha — on a random walk a model "beats"
-   persistence by luck about half the time), and
-2. it beats the champion by the configured margin: RMSE_challenger < RMSE_champion × (1 − margin).
+1. it has at least :data:`MIN_EVAL_POINTS` minutes to be judged on;
+2. its interval is calibrated there: coverage within ``coverage_tolerance`` (3 points) of the nominal level;
+3. it beats persistence ("next close = last close") on point RMSE, significantly (one-sided
+   Diebold-Mariano test on squared errors, p < alpha — on a random walk a model "beats" persistence by
+   luck about half the time);
+4. it beats the champion (``production``, the baseline at least) on point RMSE by the configured margin
+   AND significantly (Diebold-Mariano on squared errors, p < alpha);
+5. it beats the champion on the interval score (lower mean interval score, in bp of the last close, at the
+   served level) AND significantly (Diebold-Mariano on the per-minute interval scores, p < alpha).
 
+Against a baseline champion rules 3 and 4 ask the same question (its point forecast is persistence).
 The window must be unseen by BOTH models: the champion is scored only on minutes after the end of its
 own training data, so it is never judged on data it has learnt. When there is no champion, or the
 champion cannot be scored (its artifacts do not load, or too few unseen minutes remain), the
-challenger is judged against persistence alone and the reason is recorded in the verdict.
+challenger is judged against persistence alone (rules 1-3) and the reason is recorded in the verdict.
 """
 
 from __future__ import annotations
@@ -20,11 +26,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MIN_EVAL_POINTS = 50
+COVERAGE_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Errors of one forecaster on the evaluation window (``rmse`` in basis points of the last close)."""
+    """Errors of one forecaster on the evaluation window (``rmse``, ``interval_score``: bp of the last close).
+
+    ``coverage``/``interval_score``/``width`` are None for a forecaster without an interval (persistence).
+    """
 
     rmse: float
     mae: float
@@ -32,6 +42,9 @@ class Scores:
     directional_accuracy: float
     n: int
     pvalue_vs_persistence: float | None = None  # Diebold-Mariano, one-sided: is it better than persistence?
+    coverage: float | None = None
+    interval_score: float | None = None
+    width: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Scores:
@@ -41,7 +54,18 @@ class Scores:
             mape=float(d["mape"]),
             directional_accuracy=float(d["directional_accuracy"]),
             n=int(d["n"]),
+            coverage=None if d.get("coverage") is None else float(d["coverage"]),
+            interval_score=None if d.get("interval_score_bp") is None else float(d["interval_score_bp"]),
+            width=None if d.get("width_bp") is None else float(d["width_bp"]),
         )
+
+
+@dataclass(frozen=True)
+class VsChampion:
+    """One-sided Diebold-Mariano p-values of the challenger against the champion on the same minutes."""
+
+    point_pvalue: float  # squared errors
+    interval_pvalue: float | None  # interval scores; None when the champion has no interval
 
 
 @dataclass(frozen=True)
@@ -57,6 +81,11 @@ class Verdict:
     champion_note: str | None = None
     eval_window: tuple[str, str] | None = None
     notes: list[str] = field(default_factory=list)
+    level: float = 0.8
+    coverage_tolerance: float = COVERAGE_TOLERANCE
+    vs_champion: VsChampion | None = None
+    challenger_kind: str | None = None
+    champion_kind: str | None = None
 
     @property
     def skill(self) -> float:
@@ -68,15 +97,47 @@ class Verdict:
         d["skill"] = self.skill
         return d
 
+    def gate_metrics(self) -> dict[str, float]:
+        """The verdict's numbers for MLflow: ``gate_*`` (challenger, champion, persistence; p-values; promote)."""
+        out: dict[str, float] = {"gate_promote": float(self.promote), "gate_skill": self.skill}
+        for role, sc in (("", self.challenger), ("champion_", self.champion), ("persistence_", self.persistence)):
+            if sc is None:
+                continue
+            out[f"gate_{role}rmse_bp"] = sc.rmse
+            if sc.coverage is not None and sc.interval_score is not None:
+                out[f"gate_{role}coverage"] = sc.coverage
+                out[f"gate_{role}interval_score_bp"] = sc.interval_score
+        if self.challenger.pvalue_vs_persistence is not None:
+            out["gate_dm_p_vs_persistence"] = self.challenger.pvalue_vs_persistence
+        if self.vs_champion is not None:
+            out["gate_dm_p_point"] = self.vs_champion.point_pvalue
+            if self.vs_champion.interval_pvalue is not None:
+                out["gate_dm_p_interval"] = self.vs_champion.interval_pvalue
+        return out
+
     def table_rows(self) -> list[tuple[str, str, str, str, str, str]]:
         """(forecaster, RMSE, MAE, MAPE %, direction %, n) rows for a comparison table."""
-        rows = [("challenger" + (f" v{self.challenger_version}" if self.challenger_version else ""), self.challenger)]
-        if self.champion is not None:
-            rows.append((f"champion v{self.champion_version}", self.champion))
-        rows.append(("persistence", self.persistence))
         return [
             (name, f"{s.rmse:.3f}", f"{s.mae:.5f}", f"{s.mape:.4f}", f"{100 * s.directional_accuracy:.1f}", str(s.n))
-            for name, s in rows
+            for name, s in self._named()
+        ]
+
+    def _named(self) -> list[tuple[str, Scores]]:
+        def label(role: str, version: str | None, kind: str | None) -> str:
+            return role + (f" v{version}" if version else "") + (f" ({kind})" if kind else "")
+
+        rows = [(label("challenger", self.challenger_version, self.challenger_kind), self.challenger)]
+        if self.champion is not None:
+            rows.append((label("champion", self.champion_version, self.champion_kind), self.champion))
+        rows.append(("persistence", self.persistence))
+        return rows
+
+    def interval_rows(self) -> list[tuple[str, str, str, str]]:
+        """(forecaster, coverage %, interval score bp, width bp) for the forecasters with an interval."""
+        return [
+            (name, f"{100 * s.coverage:.1f}", f"{s.interval_score:.3f}", f"{(s.width or 0.0):.3f}")
+            for name, s in self._named()
+            if s.coverage is not None and s.interval_score is not None
         ]
 
     def description(self) -> str:
@@ -89,8 +150,20 @@ class Verdict:
             lines.append(
                 f"Diebold-Mariano p-value, challenger vs persistence: {self.challenger.pvalue_vs_persistence:.4f}"
             )
+        if self.vs_champion is not None:
+            lines.append(f"Diebold-Mariano p-value, challenger vs champion, point: {self.vs_champion.point_pvalue:.4f}")
+            if self.vs_champion.interval_pvalue is not None:
+                lines.append(
+                    "Diebold-Mariano p-value, challenger vs champion, interval score: "
+                    f"{self.vs_champion.interval_pvalue:.4f}"
+                )
         for name, rmse, mae, mape, direction, n in self.table_rows():
             lines.append(f"- {name}: RMSE {rmse} bp, MAE {mae}, MAPE {mape} %, direction {direction} %, n {n}")
+        lines.append(
+            f"Intervals at level {self.level:.0%} (coverage must be within {100 * self.coverage_tolerance:.0f} points):"
+        )
+        for name, cov, score, width in self.interval_rows():
+            lines.append(f"- {name}: coverage {cov} %, interval score {score} bp, mean width {width} bp")
         if self.champion_note:
             lines.append(f"Champion: {self.champion_note}")
         lines.extend(self.notes)
@@ -103,13 +176,19 @@ def decide(
     *,
     margin: float,
     alpha: float = 0.05,
+    level: float = 0.8,
+    coverage_tolerance: float = COVERAGE_TOLERANCE,
     champion: Scores | None = None,
+    vs_champion: VsChampion | None = None,
     champion_note: str | None = None,
     challenger_version: str | None = None,
     champion_version: str | None = None,
+    challenger_kind: str | None = None,
+    champion_kind: str | None = None,
     eval_window: tuple[str, str] | None = None,
 ) -> Verdict:
-    """Apply the gate. ``champion`` None means: no champion, or it could not be scored (see ``champion_note``)."""
+    """Apply the gate (module docstring). ``champion`` None: no champion, or it could not be scored
+    (see ``champion_note``); with a champion, ``vs_champion`` holds the paired tests."""
 
     def verdict(promote: bool, reason: str) -> Verdict:
         return Verdict(
@@ -123,10 +202,23 @@ def decide(
             champion=champion,
             champion_note=champion_note,
             eval_window=eval_window,
+            level=level,
+            coverage_tolerance=coverage_tolerance,
+            vs_champion=vs_champion,
+            challenger_kind=challenger_kind,
+            champion_kind=champion_kind,
         )
 
     if challenger.n < MIN_EVAL_POINTS:
         return verdict(False, f"only {challenger.n} evaluation points (need {MIN_EVAL_POINTS})")
+    if challenger.coverage is None or challenger.interval_score is None:
+        return verdict(False, "has no interval to judge (a model must forecast its uncertainty)")
+    if not abs(challenger.coverage - level) <= coverage_tolerance:
+        return verdict(
+            False,
+            f"its {level:.0%} interval covers {challenger.coverage:.1%} of the unseen minutes, more than "
+            f"{100 * coverage_tolerance:.0f} points from nominal: not calibrated",
+        )
     if not challenger.rmse < persistence.rmse:
         return verdict(False, f"does not beat persistence (RMSE {challenger.rmse:.3f} bp ≥ {persistence.rmse:.3f} bp)")
     p = challenger.pvalue_vs_persistence
@@ -146,8 +238,38 @@ def decide(
             f"does not beat the champion by the margin (RMSE {challenger.rmse:.3f} bp ≥ {bar:.3f} = "
             f"{champion.rmse:.3f} × (1 − {margin}))",
         )
+    if vs_champion is None:
+        return verdict(False, "no paired test against the champion was computed; cannot judge significance")
+    if not vs_champion.point_pvalue < alpha:
+        return verdict(
+            False,
+            f"beats the champion's RMSE by {1 - challenger.rmse / champion.rmse:.2%}, but not significantly "
+            f"(Diebold-Mariano p = {vs_champion.point_pvalue:.3f} ≥ {alpha})",
+        )
+    if champion.interval_score is not None:
+        if not challenger.interval_score < champion.interval_score:
+            return verdict(
+                False,
+                f"its interval score is no better than the champion's ({challenger.interval_score:.3f} bp ≥ "
+                f"{champion.interval_score:.3f} bp)",
+            )
+        ip = vs_champion.interval_pvalue
+        if ip is None or not ip < alpha:
+            shown = "not computed" if ip is None else f"{ip:.3f} ≥ {alpha}"
+            return verdict(
+                False,
+                f"its interval score beats the champion's by "
+                f"{1 - challenger.interval_score / champion.interval_score:.2%}, but not significantly "
+                f"(Diebold-Mariano p {shown})",
+            )
     return verdict(
         True,
         f"beats persistence by {1 - challenger.rmse / persistence.rmse:.2%} and the champion by "
-        f"{1 - challenger.rmse / champion.rmse:.2%} (margin {margin:.1%})",
+        f"{1 - challenger.rmse / champion.rmse:.2%} (margin {margin:.1%}) on RMSE"
+        + (
+            f" and by {1 - challenger.interval_score / champion.interval_score:.2%} on the interval score"
+            if champion.interval_score is not None
+            else ""
+        )
+        + f"; coverage {challenger.coverage:.1%}",
     )
