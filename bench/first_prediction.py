@@ -4,9 +4,11 @@
 
 1. **Up to first prediction** (installs cached): exactly what `./just up` runs after its bootstrap —
    ``tickcast up`` (start and health-check the nine services) then ``tickcast run`` (backfill 7 days, the
-   ``ingest`` DAG, the ``retrain`` DAG with its deploy, a prediction per symbol through the gateway) — as
-   subprocesses in a fresh temporary home on free ports, so a running developer stack is not touched. The
-   stages' own timings are read from ``tickcast run``'s output. Target: <= 3 min on 2 cores.
+   ``ingest`` DAG, the baseline registered and deployed, a prediction per symbol through the gateway, then
+   the ``retrain`` DAG with its judge and deploy) — as subprocesses in a fresh temporary home on free ports,
+   so a running developer stack is not touched. The stages' own timings and the first prediction's time
+   (seconds after the stack was up) are read from ``tickcast run``'s output. Target: first prediction
+   <= 45 s after the stack is up.
 2. **Install on an empty cache** (``--install``): a clone of this checkout's HEAD in a temporary folder with
    empty pip, uv and stack caches: ``local/bootstrap.sh`` (uv, just, ``uv sync`` of the locked venv) and
    the stack's own installs (``tickcast_dev.stack.install``: Node packages such as Azurite), timed separately.
@@ -32,7 +34,8 @@ from typing import Any
 from bench.common import machine, stack_ports
 from tickcast.settings import PROJECT_ROOT, load_settings
 
-TARGET_S = 180.0
+TARGET_S = 45.0  # first prediction through the gateway, seconds after the stack is up
+FIRST = re.compile(r"first prediction through the gateway (\d+)s after the job started")
 STAGE = re.compile(r"^\[(\d)\] (.+?) \.\.\.$")
 DONE = re.compile(r"^\s+done in ([\d.]+)s: (.*)$")
 
@@ -77,10 +80,12 @@ def up_to_first_prediction() -> dict[str, Any]:
         finally:
             subprocess.run([str(bin_dir / "tickcast"), "down"], env=env, cwd=PROJECT_ROOT, capture_output=True)
     predicted = re.search(r"(\d+)/(\d+) symbols predicted", out)
+    first = FIRST.search(out)
     return {
         "stack_up_s": round(up_s, 1),
         "main_job_s": round(run_s, 1),
-        "up_to_first_prediction_s": round(up_s + run_s, 1),
+        "first_prediction_after_up_s": float(first.group(1)) if first else None,
+        "up_to_first_prediction_s": round(up_s + float(first.group(1)), 1) if first else None,
         "stages": stages_of(out),
         "symbols_predicted": predicted.group(0) if predicted else None,
         "main_job_output": out.splitlines(),
@@ -135,9 +140,13 @@ def main() -> None:
     print(f"tickcast up (nine services healthy)   {up['stack_up_s']:7.1f} s")
     for st in up["stages"]:
         print(f"  {st['stage']:<50} {st['seconds'] if st['seconds'] is not None else '-':>7} s")
-    ok = "ok" if up["up_to_first_prediction_s"] <= TARGET_S else "MISSED"
-    total = up["up_to_first_prediction_s"]
-    print(f"up -> first prediction                {total:7.1f} s   (target <= {TARGET_S:.0f} s: {ok})")
+    first = up["first_prediction_after_up_s"]
+    if first is None:
+        print("no prediction came through the gateway")
+    else:
+        ok = "ok" if first <= TARGET_S else "MISSED"
+        print(f"stack up -> first prediction          {first:7.1f} s   (target <= {TARGET_S:.0f} s: {ok})")
+        print(f"tickcast up + first prediction        {up['up_to_first_prediction_s']:7.1f} s")
     print(f"{up['symbols_predicted']}; written to {args.out}")
 
 

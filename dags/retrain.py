@@ -1,12 +1,15 @@
 """retrain: every 15 minutes, train a challenger on the lake window and promote it only if it is better.
 
-    enough_data ──► train_and_register ──► judge ──► deploy
-    (skip cleanly)   (MLflow run + version,   (challenger vs production   (endpoint first, then the
-                      alias "challenger")      vs persistence, on unseen   alias; only on a positive
-                                               minutes; verdict recorded)  verdict)
+    serve_baseline ──► enough_data ──► train_and_register ──► judge ──► deploy
+    (when nothing     (skip cleanly)   (MLflow run + version,   (challenger vs production   (endpoint first,
+     serves yet)                        alias "challenger")      and persistence, unseen     then the alias;
+                                                                 minutes; verdict recorded)  on a positive
+                                                                                             verdict only)
 
-Tasks hand over version numbers only; models and data live in MLflow and the lake. A run with too
-little data skips with a message and registers nothing. All the work is in ``tickcast.retrain``.
+``serve_baseline`` deploys the baseline when nothing is in production yet (a fresh stack), so the LSTM is
+always a challenger of whatever serves. Tasks hand over version numbers only; models and data live in
+MLflow and the lake. A run with too little data skips with a message and registers nothing. All the work
+is in ``tickcast.retrain``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ from airflow.sdk import dag, task
     doc_md=__doc__,
 )
 def retrain() -> None:
+    @task
+    def serve_baseline() -> str:
+        from tickcast.retrain import ensure_serving
+
+        outcome = ensure_serving()
+        print(outcome.message)
+        return outcome.message
+
     @task.short_circuit
     def enough_data() -> bool:
         from tickcast.retrain import data_summary
@@ -75,7 +86,7 @@ def retrain() -> None:
         return f"deployed version {decision['version']}"
 
     version = train_and_register()
-    enough_data() >> version
+    serve_baseline() >> enough_data() >> version
     deploy(judge(version))  # type: ignore[arg-type]  # XComArgs resolve to values at run time
 
 

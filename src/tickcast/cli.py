@@ -363,12 +363,20 @@ def run_main(
     _logging()
     t0 = time.monotonic()
     result = run_main_job(settings, days=days, report=lambda msg: console.print(msg, highlight=False))
-    table = Table(title=f"predictions through the gateway {settings.gateway_url} (model v{result.production_version})")
-    for col in ("symbol", "as of (UTC)", "predicted close", "model"):
+    table = Table(
+        title=f"predictions through the gateway {settings.gateway_url} "
+        f"(production v{result.production_version}, {result.production_kind})"
+    )
+    for col in ("symbol", "as of (UTC)", "predicted close", "interval", "model"):
         table.add_column(col)
     for sym, p in result.predictions.items():
-        table.add_row(sym, str(p.get("as_of")), f"{p.get('predicted_close'):.4f}", str(p.get("model_version")))
+        iv = p.get("interval") or {}
+        shown = f"{iv.get('lower', float('nan')):.4f} .. {iv.get('upper', float('nan')):.4f} ({iv.get('level', 0):.0%})"
+        model = f"v{p.get('model_version')} {p.get('model_kind', '')}".strip()
+        table.add_row(sym, str(p.get("as_of")), f"{p.get('predicted_close'):.4f}", shown, model)
     console.print(table)
+    if result.first_prediction_s is not None:
+        console.print(f"first prediction through the gateway {result.first_prediction_s:.0f}s after the job started")
     for sym, error in result.errors.items():
         err_console.print(f"[red]{sym}: {error}[/red]")
     console.print(f"main job done in {time.monotonic() - t0:.0f}s. More predictions:")

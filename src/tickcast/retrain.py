@@ -127,6 +127,54 @@ def train_and_register(
     return result, logged.version
 
 
+@dataclass
+class Serving:
+    """What :func:`ensure_serving` found or did."""
+
+    version: str | None
+    deployed: bool
+    message: str
+
+
+def ensure_serving(
+    settings: Settings | None = None,
+    *,
+    deploy: Deployer | None = None,
+    registry: Registry | None = None,
+    bars: pd.DataFrame | None = None,
+) -> Serving:
+    """A fresh stack serves the baseline before any training (decision 0053).
+
+    When no version holds ``production``: build the baseline for the configured symbols, its interval
+    calibrated on the lake window, register it (tag ``model_kind=baseline``) and deploy it like any version
+    (blue/green, smoke, then the alias). With production already set, nothing changes. With no bars in the
+    lake yet, nothing is deployed either (the deployment's smoke request needs bars) and the message says so.
+    """
+    from tickcast.model import baseline
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.registry.vocabulary import PRODUCTION
+
+    s = settings or get_settings()
+    registry = registry or Registry(s)
+    current = registry.version(PRODUCTION)
+    if current is not None:
+        return Serving(
+            str(current.version), False, f"production is v{current.version} ({registry.kind(str(current.version))})"
+        )
+    data = bars if bars is not None else load_window(s)
+    if not len(data):
+        return Serving(None, False, "no bars in the lake yet: the baseline is deployed once there are some")
+    model, prep = baseline.build(s.symbols, bars=data, level=s.interval_level)
+    logged = registry.log_baseline(model, prep, params=dict(baseline.params_of(prep)))
+    (deploy or default_deployer(s))(logged.version)
+    scales = ", ".join(f"{sym} {k:.2f}" for sym, k in prep.extra["interval_scale"].items())
+    return Serving(
+        logged.version,
+        True,
+        f"baseline v{logged.version} serves (no training; interval factor per symbol: {scales or 'none, no history'})",
+    )
+
+
 def scores_of(frame: pd.DataFrame, column: str, level: float = 0.8) -> Any:
     """Scores of one forecaster column of a frame with next_close and last_close (persistence: last_close).
 
@@ -287,6 +335,7 @@ def retrain_cycle(
 
     s = settings or get_settings()
     registry = Registry(s)
+    ensure_serving(s, deploy=deploy or AliasOnlyDeployer(registry), registry=registry)
     try:
         _, version = train_and_register(s, oracle=oracle, registry=registry)
     except NotEnoughData as err:

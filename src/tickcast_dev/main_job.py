@@ -1,9 +1,11 @@
-"""The main job, end to end, on a running stack: backfill → ingest → retrain → deploy → a served prediction.
+"""The main job, end to end, on a running stack: backfill → ingest → baseline → a served prediction → retrain.
 
 `just up` runs it after the stack is healthy. Each stage goes through the real path — the producer code
-publishes to Kafka, the Airflow ``ingest`` DAG writes the lake, the Airflow ``retrain`` DAG trains, judges
-and deploys — and the prediction comes back through the APIM gateway with a subscription key. The DAGs
-are triggered once here instead of waiting for their schedule; they keep running on schedule afterwards.
+publishes to Kafka, the Airflow ``ingest`` DAG writes the lake, the baseline is registered and deployed
+blue/green like any version (no training: the first prediction needs none), the prediction comes back
+through the APIM gateway with a subscription key, and then the Airflow ``retrain`` DAG trains an LSTM as a
+challenger of the baseline, judges and (only on a positive verdict) deploys it. The DAGs are triggered once
+here instead of waiting for their schedule; they keep running on schedule afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from tickcast.ingest.producer import backfill
 from tickcast.lake.store import Lake
 from tickcast.market.yahoo import YahooClient
 from tickcast.registry.mlflow_registry import Registry
+from tickcast.registry.vocabulary import CHALLENGER, PRODUCTION, PROMOTION_VERDICT
+from tickcast.retrain import ensure_serving
 from tickcast.settings import Settings
 from tickcast_dev.airflow_client import AirflowClient
 
@@ -43,6 +47,8 @@ class MainJobResult:
     predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     production_version: str | None = None
+    production_kind: str | None = None
+    first_prediction_s: float | None = None  # seconds from the job's start to the first served prediction
 
 
 def _stage(result: MainJobResult, name: str, report: Report, fn: Callable[[], str]) -> None:
@@ -89,10 +95,12 @@ def run_main_job(
     report: Report = print,
     ingest_timeout_s: float = 300,
     retrain_timeout_s: float = 600,
+    retrain: bool = True,
 ) -> MainJobResult:
 
     result = MainJobResult()
     marks: dict[str, datetime] = {}
+    t0 = time.monotonic()
 
     def do_backfill() -> str:
         rep = backfill(settings, days)
@@ -117,24 +125,47 @@ def run_main_job(
         if state != "success":
             raise PipelineError(f"retrain DAG run {run_id} ended {state}; see the Airflow UI at {settings.airflow_url}")
         reg = Registry(settings)
-        challenger = reg.version("challenger")
-        prod = reg.version("production")
-        result.production_version = str(prod.version) if prod is not None else None
-        verdict = (challenger.tags.get("promotion_verdict") if challenger is not None else None) or "none"
-        served = f"production = v{result.production_version}" if prod is not None else "no model in production"
+        challenger = reg.version(CHALLENGER)
+        before = result.production_version
+        _production(reg)
+        verdict = (challenger.tags.get(PROMOTION_VERDICT) if challenger is not None else None) or "none"
+        served = (
+            f"production = v{result.production_version} ({result.production_kind})"
+            if result.production_version is not None
+            else "no model in production"
+        )
+        if result.production_version != before:
+            do_predict()  # the table shows what serves now
         return f"challenger v{challenger.version if challenger else '?'}: {verdict}; {served}"
+
+    def _production(reg: Registry) -> None:
+        prod = reg.version(PRODUCTION)
+        result.production_version = str(prod.version) if prod is not None else None
+        result.production_kind = reg.kind(result.production_version) if result.production_version else None
+
+    def do_baseline() -> str:
+        serving = ensure_serving(settings)
+        _production(Registry(settings))
+        return serving.message
 
     def do_predict() -> str:
         key = settings.gateway_client_key()
+        result.predictions.clear()
+        result.errors.clear()
         for sym in settings.symbols:
             try:
                 result.predictions[sym] = predict(settings.gateway_url, key, sym)
             except Exception as err:  # reported per symbol; the caller decides the exit code
                 result.errors[sym] = str(err)
+        if result.predictions and result.first_prediction_s is None:
+            result.first_prediction_s = time.monotonic() - t0
         return f"{len(result.predictions)}/{len(settings.symbols)} symbols predicted through the gateway"
 
     _stage(result, f"backfill {days} days from the chart API", report, do_backfill)
     _stage(result, "ingest into the lake (Airflow DAG `ingest`)", report, do_ingest)
-    _stage(result, "retrain, judge and deploy (Airflow DAG `retrain`)", report, do_retrain)
+    _stage(result, "serve the baseline (no training: registered and deployed blue/green)", report, do_baseline)
     _stage(result, "predict through the API gateway", report, do_predict)
+    if not retrain:
+        return result
+    _stage(result, "retrain an LSTM challenger, judge and deploy (Airflow DAG `retrain`)", report, do_retrain)
     return result

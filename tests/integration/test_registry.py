@@ -36,23 +36,39 @@ def trained_settings(stack: Settings) -> Iterator[Settings]:
     )
 
 
-def test_first_model_is_logged_registered_and_promoted(trained_settings: Settings) -> None:
+def test_a_fresh_registry_serves_the_baseline_first_then_the_lstm_must_beat_it(trained_settings: Settings) -> None:
     from tickcast.model.predictor import Predictor
     from tickcast.registry.mlflow_registry import Registry
-    from tickcast.retrain import retrain_cycle
+    from tickcast.retrain import AliasOnlyDeployer, ensure_serving, retrain_cycle
+
+    reg = Registry(trained_settings)
+    first = ensure_serving(trained_settings, deploy=AliasOnlyDeployer(reg), registry=reg)
+    assert first.deployed and first.version == "1", first.message
+    assert reg.kind("1") == "baseline" and str(reg.version("production").version) == "1"  # type: ignore[union-attr]
+    assert {"model/model.onnx", "model/preprocessing.json"} == reg.artifact_paths(
+        reg.model_version("1").run_id, "model"
+    )
+    again = ensure_serving(trained_settings, deploy=AliasOnlyDeployer(reg), registry=reg)
+    assert not again.deployed and again.version == "1" and "baseline" in again.message
 
     outcome = retrain_cycle(trained_settings)
     assert outcome.status == "promoted", outcome.message
-    reg = Registry(trained_settings)
     prod = reg.version("production")
-    assert prod is not None and str(prod.version) == outcome.version
+    assert prod is not None and str(prod.version) == outcome.version and reg.kind(outcome.version) == "lstm-attention"
+    assert str(reg.version("previous").version) == "1"  # type: ignore[union-attr]  # the baseline: rollback target
     assert reg.version("challenger") is not None
-    assert "PROMOTE" in (prod.description or "") and "persistence" in (prod.description or "")
+    description = prod.description or ""
+    for fragment in ("PROMOTE", "persistence", "champion v1 (baseline)", "interval score", "Intervals at level 80%"):
+        assert fragment in description, fragment
+    tags = reg.version_tags(outcome.version)
+    assert 0.77 <= float(tags["gate_coverage"]) <= 0.83 and float(tags["gate_dm_p_interval"]) < 0.05
 
     run = reg.run(prod.run_id)
     for tag in ("data_window_start", "data_window_end", "dataset_hash", "git_commit", "train_end"):
         assert run.data.tags.get(tag), tag
-    for metric in ("model_rmse", "persistence_rmse", "skill", "onnx_max_abs_diff"):
+    for metric in (
+        "model_rmse", "persistence_rmse", "skill", "onnx_max_abs_diff", "model_coverage", "gate_interval_score_bp"
+    ):  # fmt: skip
         assert metric in run.data.metrics, metric
     artifacts = reg.artifact_paths(prod.run_id, "model")
     assert {"model/model.onnx", "model/preprocessing.json", "model/model.keras"} <= artifacts
@@ -93,7 +109,9 @@ def test_a_challenger_that_does_not_beat_the_champion_by_the_margin_is_not_promo
     assert "KEEP CHAMPION" in (reg.model_version(outcome.version).description or "")
 
 
-def test_a_champion_whose_artifacts_are_gone_is_recorded_and_persistence_decides(trained_settings: Settings) -> None:
+def test_a_champion_whose_artifacts_are_gone_is_recorded_and_a_fresh_baseline_decides(
+    trained_settings: Settings,
+) -> None:
     from tickcast.azure import container
     from tickcast.registry.mlflow_registry import Registry
     from tickcast.retrain import judge
@@ -110,7 +128,7 @@ def test_a_champion_whose_artifacts_are_gone_is_recorded_and_persistence_decides
             removed += 1
     assert removed, "the champion's artifacts live in Azurite"
     verdict = judge(trained_settings, str(challenger.version))
-    assert verdict.champion is None
+    assert verdict.champion is not None and verdict.champion_kind == "baseline" and verdict.champion_version is None
     assert verdict.champion_note is not None and "could not be scored" in verdict.champion_note
     assert verdict.champion_note in reg.model_version(str(challenger.version)).description
 

@@ -28,7 +28,7 @@ from emulators.aml_endpoint.app import create_app
 from tests.support.endpoint import ADMIN, AUTH, Endpoint, settings
 from tests.support.models import NEEDED, SCORE_PY, make_bars, request_body, write_model
 from tests.support.serving_venv import serving_venv
-from tickcast.scoring.contract import model_status
+from tickcast.scoring.contract import PredictResponse, model_status
 from tickcast.settings import PROJECT_ROOT
 from tickcast_dev.stack.procs import free_ports
 
@@ -120,7 +120,7 @@ def test_a_valid_request_is_a_200_with_the_response_shape(azmlinfsrv: str, stand
     served, emulated = both(azmlinfsrv, stand_in, request_body(bars=bars))
     assert served.status_code == 200 and served.headers["content-type"].startswith("application/json")
     body: dict[str, Any] = served.json()
-    assert set(body) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version"}
+    assert set(body) == set(PredictResponse.model_fields)
     assert body["symbol"] == "SPY" and body["as_of"] == bars[-1]["ts"] and body["horizon_minutes"] == 1
     assert isinstance(body["predicted_close"], float) and body["model_version"] == "7"
     assert abs(body["predicted_close"] / bars[-1]["close"] - 1) < 0.01

@@ -15,7 +15,7 @@ from emulators.aml_endpoint.app import create_app
 from emulators.settings import load_stand_in_settings
 from tests.support.endpoint import ADMIN, AUTH, KEY, Endpoint, settings
 from tests.support.models import make_bars, request_body, write_model
-from tickcast.scoring.contract import model_status
+from tickcast.scoring.contract import PredictResponse, model_status
 
 GAINS = {"1": 0.5, "2": -0.5}  # two models that answer differently
 
@@ -115,7 +115,7 @@ def test_blue_at_100_percent_scores_and_says_who_answered(client: Endpoint) -> N
     r = score(client)
     assert r.status_code == 200 and r.headers["azureml-model-deployment"] == "blue"
     body = r.json()
-    assert set(body) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version"}
+    assert set(body) == set(PredictResponse.model_fields)
     assert body["symbol"] == "SPY" and body["model_version"] == "1" and isinstance(body["predicted_close"], float)
     listed = client.get("/deployments", headers=ADMIN).json()["value"]
     assert [(d["name"], d["traffic"]) for d in listed] == [("blue", 100)]

@@ -666,7 +666,7 @@ def test_the_deployment_runs_score_py_from_src_with_the_serving_environment() ->
     assert props["model"] == "azureml:tickcast-lstm-attention:7"
     assert props["codeConfiguration"]["scoringScript"] == "tickcast/scoring/score.py"
     assert props["requestSettings"]["requestTimeout"] == "PT4S"
-    assert props["environmentVariables"] == {"TICKCAST_MODEL_VERSION": "7"}
+    assert props["environmentVariables"] == {"TICKCAST_MODEL_VERSION": "7", "TICKCAST_INTERVAL_LEVEL": "0.8"}
     assert rest["sku"]["capacity"] == 2 and rest["tags"]["model_version"] == "7"
     as_dict = deployment._to_dict()
     assert as_dict["type"] == "kubernetes" and as_dict["name"] == "green" and as_dict["endpoint_name"] == "tickcast"
@@ -813,6 +813,8 @@ class FakeAzureMLControlPlane:
                 "horizon_minutes": 1,
                 "predicted_close": last["close"] * 1.001,
                 "model_version": version,
+                "model_kind": "lstm-attention",
+                "interval": {"level": 0.8, "lower": last["close"] * 0.999, "upper": last["close"] * 1.003},
             }
         )
 

@@ -54,6 +54,7 @@ from tickcast.api import app as api_module
 from tickcast.api.app import create_app
 from tickcast.api.client import GatewayError, predict, smoke
 from tickcast.api.schema import Prediction
+from tickcast.scoring.contract import PredictResponse
 from tickcast.lake.store import Lake
 from tickcast.settings import PROJECT_ROOT, load_settings
 
@@ -153,7 +154,7 @@ def test_get_predicts_from_the_latest_session_in_the_lake(api: TestClient, lake:
     r = api.get("/api/predictions/SPY")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version", "data_age_s"}
+    assert set(body) == {*PredictResponse.model_fields, "data_age_s"}
     last = datetime(2024, 6, 3, 13, 30, tzinfo=UTC) + timedelta(minutes=SPY_BARS - 1)
     assert body["symbol"] == "SPY" and body["as_of"] == last.isoformat().replace("+00:00", "Z")
     assert body["horizon_minutes"] == 1 and body["model_version"] == "1"
@@ -312,7 +313,10 @@ def test_a_wrong_endpoint_key_is_a_503_not_the_callers_401(
 
 
 def test_the_endpoint_is_called_with_the_key_and_the_lakes_bars(make_api: Callable[..., TestClient]) -> None:
-    answer = {"symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0}
+    answer = {
+        "symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0,
+        "model_kind": "baseline", "interval": {"level": 0.8, "lower": 0.99, "upper": 1.01},
+    }  # fmt: skip
     transport = failing(answer=httpx.Response(200, json={**answer, "model_version": "4"}))
     api = make_api(endpoint_transport=transport)
     assert api.get("/api/predictions/SPY").status_code == 200
@@ -328,7 +332,10 @@ def test_the_lake_payload_is_capped_and_skips_invalid_rows(make_api: Callable[..
     frame = session_frame("SPY", LATEST, 450, seed=5)
     frame.loc[440, "high"] = frame.loc[440, "low"] / 2  # an invalid row that slipped into the lake
     lake.upsert_frame(frame, parallel=1)
-    answer = {"symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0}
+    answer = {
+        "symbol": "SPY", "as_of": "2024-06-03T14:00:00Z", "horizon_minutes": 1, "predicted_close": 1.0,
+        "model_kind": "baseline", "interval": {"level": 0.8, "lower": 0.99, "upper": 1.01},
+    }  # fmt: skip
     transport = failing(answer=httpx.Response(200, json={**answer, "model_version": "4"}))
     assert make_api(lake=lake, endpoint_transport=transport).get("/api/predictions/SPY").status_code == 200
     bars = json.loads(transport.seen[0].content)["bars"]  # type: ignore[attr-defined]
@@ -392,7 +399,11 @@ def test_the_openapi_document_lists_both_routes_and_their_errors(api: TestClient
         "horizon_minutes",
         "predicted_close",
         "model_version",
+        "model_kind",
+        "interval",
     }
+    assert schemas["PredictResponse"]["properties"]["model_kind"]["enum"] == ["baseline", "lstm-attention"]
+    assert set(schemas["Interval"]["required"]) == {"level", "lower", "upper"}
     assert "HTTPValidationError" not in schemas  # FastAPI's default 422 is not what we answer
     docs = api.get("/api/docs")
     assert docs.status_code == 200 and "/api/openapi.json" in docs.text

@@ -49,15 +49,63 @@ def error_of(result: Any) -> tuple[int, dict[str, Any]]:
 def test_run_answers_the_contract(score: ModuleType, tmp_path: Path) -> None:
     bars = make_bars()
     out = score.run(request_body(bars=bars))
-    assert set(out) == {"symbol", "as_of", "horizon_minutes", "predicted_close", "model_version"}
+    assert set(out) == {
+        "symbol", "as_of", "horizon_minutes", "predicted_close", "model_version", "model_kind", "interval"
+    }  # fmt: skip
     assert out["symbol"] == "SPY" and out["horizon_minutes"] == 1 and out["model_version"] == "7"
+    assert out["model_kind"] == "lstm-attention" and out["interval"]["level"] == 0.8
     assert out["as_of"] == bars[-1]["ts"] == "2024-06-03T14:55:00Z"
     assert isinstance(out["predicted_close"], float) and math.isfinite(out["predicted_close"])
     # exactly the Predictor's answer on the same bars
     frame = pd.DataFrame(bars).assign(symbol="SPY", ts=lambda f: pd.to_datetime(f["ts"], utc=True))
     expected = Predictor.from_dir(tmp_path / "azureml-models" / "model").predict_latest(frame, "SPY")
     assert out["predicted_close"] == pytest.approx(expected.predicted_close, rel=1e-12)
+    assert out["interval"]["lower"] == pytest.approx(expected.lower, rel=1e-12)
+    assert out["interval"]["upper"] == pytest.approx(expected.upper, rel=1e-12)
+    assert out["interval"]["lower"] < out["predicted_close"] < out["interval"]["upper"]
     schema.PredictResponse.model_validate(out)
+
+
+def test_the_interval_level_comes_from_the_environment_and_a_bad_one_fails_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = load_score("score_level")
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(write_model(tmp_path / "m", version="3")))
+    monkeypatch.setenv("TICKCAST_INTERVAL_LEVEL", "0.95")
+    module.init()
+    wide = module.run(request_body())
+    monkeypatch.setenv("TICKCAST_INTERVAL_LEVEL", "0.5")
+    module.init()
+    narrow = module.run(request_body())
+    assert wide["interval"]["level"] == 0.95 and narrow["interval"]["level"] == 0.5
+    assert (
+        wide["interval"]["lower"]
+        < narrow["interval"]["lower"]
+        < narrow["interval"]["upper"]
+        < wide["interval"]["upper"]
+    )
+    for bad in ("80", "abc", "0"):
+        monkeypatch.setenv("TICKCAST_INTERVAL_LEVEL", bad)
+        with pytest.raises(RuntimeError, match="TICKCAST_INTERVAL_LEVEL"):
+            module.init()
+
+
+def test_a_baseline_model_answers_with_its_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tickcast.model import baseline
+
+    model, prep = baseline.build(SYMBOLS)
+    folder = tmp_path / "b" / "model"
+    folder.mkdir(parents=True)
+    (folder / MODEL_FILE).write_bytes(model)
+    (folder / PREPROCESSING_FILE).write_text(prep.to_json())
+    module = load_score("score_baseline")
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path / "b"))
+    monkeypatch.delenv("TICKCAST_INTERVAL_LEVEL", raising=False)
+    module.init()
+    bars = make_bars()
+    out = module.run(request_body(bars=bars))
+    assert out["model_kind"] == "baseline" and out["predicted_close"] == bars[-1]["close"]
+    assert out["interval"]["lower"] < out["predicted_close"] < out["interval"]["upper"]
 
 
 def test_run_accepts_bytes_a_dict_epoch_seconds_any_order_and_a_lower_case_symbol(score: ModuleType) -> None:

@@ -172,6 +172,8 @@ def _prediction_problem(response: httpx.Response, symbol: str) -> str | None:
         return f"asked for {symbol}, got {answer.symbol}"
     if not (math.isfinite(answer.predicted_close) and answer.predicted_close > 0):
         return f"predicted_close {answer.predicted_close!r} is not a finite positive price"
+    if not answer.interval.lower <= answer.predicted_close <= answer.interval.upper:
+        return f"the interval {answer.interval.lower}..{answer.interval.upper} does not contain predicted_close"
     return None
 
 
@@ -268,9 +270,11 @@ def smoke(
                 report.checks.append(SmokeCheck(name, method, path, expected, status, False, problem, elapsed_ms))
                 return
             answer = response.json()
+            iv = answer["interval"]
             detail = (
-                f"predicted_close={answer['predicted_close']:.4f} as_of={answer['as_of']} "
-                f"model_version={answer['model_version']}"
+                f"predicted_close={answer['predicted_close']:.4f} "
+                f"interval={iv['lower']:.4f}..{iv['upper']:.4f}@{iv['level']:g} as_of={answer['as_of']} "
+                f"model_version={answer['model_version']} model_kind={answer['model_kind']}"
             )
         else:
             message, code = _message(response)

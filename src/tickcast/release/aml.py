@@ -51,6 +51,7 @@ CODE_DIR = PROJECT_ROOT / "src"
 SCORING_SCRIPT = "tickcast/scoring/score.py"  # relative to CODE_DIR
 MODEL_VERSION_TAG = "model_version"
 VERSION_ENV = "TICKCAST_MODEL_VERSION"  # score.py reports it as model_version (see its docstring)
+LEVEL_ENV = "TICKCAST_INTERVAL_LEVEL"  # score.py's interval level (the interval_level setting)
 
 
 def conda_spec(requirements: Path = REQUIREMENTS, python: str = "3.11") -> dict[str, Any]:
@@ -153,6 +154,7 @@ def build_deployment(
     request_timeout_ms: int = 5000,
     code_dir: Path = CODE_DIR,
     scoring_script: str = SCORING_SCRIPT,
+    interval_level: float = 0.8,
 ) -> KubernetesOnlineDeployment:
     """``colour`` serving registered ``version`` with score.py from ``code_dir`` in ``environment``."""
     from azure.ai.ml.entities import CodeConfiguration, KubernetesOnlineDeployment, OnlineRequestSettings
@@ -170,7 +172,7 @@ def build_deployment(
         request_settings=OnlineRequestSettings(request_timeout_ms=request_timeout_ms),
         instance_type=instance_type,
         instance_count=instance_count,
-        environment_variables={VERSION_ENV: str(version)},
+        environment_variables={VERSION_ENV: str(version), LEVEL_ENV: repr(float(interval_level))},
         tags={MODEL_VERSION_TAG: str(version), "app": "tickcast"},
         description=f"{model_name} version {version}",
     )
@@ -346,6 +348,7 @@ class AzureMLDeployer(BlueGreenDeployer):
             request_timeout_ms=self.settings.serving.request_timeout_ms,
             code_dir=self.aml.code_dir,
             scoring_script=self.aml.scoring_script,
+            interval_level=self.settings.interval_level,
         )
         done = self._wait(self.ml_client.online_deployments.begin_create_or_update(deployment))
         tags = getattr(done, "tags", None) or {}

@@ -372,5 +372,14 @@ class BlueGreenDeployer(ABC):
                     f"predicted_close {close} is {abs(close / last - 1):.0%} away from the last close {last} "
                     f"(more than {self.smoke_max_move:.0%} in one minute)"
                 )
+        interval = answer.get("interval")
+        if not isinstance(interval, Mapping):
+            problems.append("the answer has no interval")
+        elif isinstance(close, int | float) and not (
+            isinstance(interval.get("lower"), int | float)
+            and isinstance(interval.get("upper"), int | float)
+            and interval["lower"] <= close <= interval["upper"]
+        ):
+            problems.append(f"interval {dict(interval)} does not contain predicted_close {close!r}")
         if problems:
             raise _Refused("the smoke answer is wrong: " + "; ".join(problems) + f" (answer {dict(answer)})")

@@ -19,8 +19,10 @@ Request::
   ending at the last bar (81 for a 30-minute window); fewer is an error that says how many.
 
 Response (200): :class:`PredictResponse` — ``{"symbol", "as_of", "horizon_minutes", "predicted_close",
-"model_version"}``; ``as_of`` is the start of the last bar used (UTC, ISO-8601 ``Z``), the forecast is the
-close of the minute after it.
+"model_version", "model_kind", "interval": {"level", "lower", "upper"}}``; ``as_of`` is the start of the last
+bar used (UTC, ISO-8601 ``Z``), the forecast is the close of the minute after it; ``model_kind`` is
+``"baseline"`` or ``"lstm-attention"``; ``interval`` is the central ``level`` interval of that close, in price
+units (``lower <= predicted_close <= upper``).
 
 Errors: :class:`ErrorBody` — ``{"error": "<what is wrong and how to fix it>", "code": "<machine code>",
 "detail": <structured extra or null>}`` with the HTTP status of :data:`STATUS`:
@@ -49,7 +51,7 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -73,6 +75,7 @@ __all__ = [
     "UNKNOWN_SYMBOL",
     "BarIn",
     "ErrorBody",
+    "Interval",
     "InvalidRequest",
     "PredictRequest",
     "PredictResponse",
@@ -215,8 +218,24 @@ class PredictRequest(BaseModel):
         return frame.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
+class Interval(BaseModel):
+    """The central ``level`` interval of the forecast close, in price units."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    level: float = Field(gt=0, lt=1, description="nominal share of closes inside the interval, e.g. 0.8")
+    lower: float = Field(gt=0, description="lower end of the interval (price)")
+    upper: float = Field(gt=0, description="upper end of the interval (price)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Interval:
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper) and self.lower <= self.upper):
+            raise ValueError(f"interval [{self.lower}, {self.upper}] must be finite with lower <= upper")
+        return self
+
+
 class PredictResponse(BaseModel):
-    """The 200 body: the close forecast for the minute after ``as_of``."""
+    """The 200 body: the close forecast for the minute after ``as_of``, with its interval."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -225,6 +244,8 @@ class PredictResponse(BaseModel):
     horizon_minutes: int = Field(ge=1)
     predicted_close: float
     model_version: str
+    model_kind: Literal["baseline", "lstm-attention"] = Field(description="which kind of model answered")
+    interval: Interval
 
     @field_validator("as_of")
     @classmethod

@@ -20,7 +20,9 @@ that folder or in exactly one folder below it (AML nests a registered model's fi
 every answer is, first found: a ``version.txt`` in the model folder or in a folder between it and
 ``AZUREML_MODEL_DIR`` (the deployer writes it — the stand-in does, next to ``model/``), else the
 environment variable ``TICKCAST_MODEL_VERSION`` (set it in the AML deployment's ``environment_variables``),
-else ``"unknown"``.
+else ``"unknown"``. The **interval level** of every answer is ``TICKCAST_INTERVAL_LEVEL`` (default 0.8; the
+same variable as the ``interval_level`` setting, which this file cannot import); a value outside (0, 1) makes
+``init()`` fail with a message that says so.
 
 **run(raw_data)** takes the raw body as ``str`` (what azmlinfsrv passes to an undecorated ``run``), ``bytes``
 or an already-decoded ``dict``. It returns the :class:`~tickcast.scoring.contract.PredictResponse` as a
@@ -62,15 +64,27 @@ from tickcast.scoring.contract import (
     STATUS,
     UNKNOWN_SYMBOL,
     ErrorBody,
+    Interval,
     InvalidRequest,
     PredictResponse,
     parse_scoring_request,
 )
 
-__all__ = ["MODEL_DIR_ENV", "VERSION_ENV", "VERSION_FILE", "ScoreResponse", "ScoringError", "init", "run"]
+__all__ = [
+    "LEVEL_ENV",
+    "MODEL_DIR_ENV",
+    "VERSION_ENV",
+    "VERSION_FILE",
+    "ScoreResponse",
+    "ScoringError",
+    "init",
+    "run",
+]
 
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
 VERSION_ENV = "TICKCAST_MODEL_VERSION"
+LEVEL_ENV = "TICKCAST_INTERVAL_LEVEL"
+DEFAULT_LEVEL = 0.8
 VERSION_FILE = "version.txt"
 SEARCH_DEPTH = 3  # folders below AZUREML_MODEL_DIR searched for the model files
 
@@ -78,6 +92,7 @@ log = logging.getLogger("tickcast.scoring.score")
 
 _predictor: Predictor | None = None
 _model_version = "unknown"
+_level = DEFAULT_LEVEL
 _aml_response: Any = None  # the AMLResponse class, False when not importable, None before the first look
 
 
@@ -162,18 +177,34 @@ def read_model_version(model_dir: Path, root: Path) -> str:
     return os.environ.get(VERSION_ENV, "").strip() or "unknown"
 
 
+def read_level() -> float:
+    """``$TICKCAST_INTERVAL_LEVEL`` as a level in (0, 1), default 0.8; anything else is a clear error."""
+    raw = os.environ.get(LEVEL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LEVEL
+    try:
+        level = float(raw)
+    except ValueError:
+        level = float("nan")
+    if not 0.0 < level < 1.0:
+        raise RuntimeError(f"{LEVEL_ENV}={raw!r} is not an interval level: use a number between 0 and 1, e.g. 0.8")
+    return level
+
+
 def init() -> None:
     """Load the model named by ``AZUREML_MODEL_DIR`` (called once per process by the host)."""
-    global _predictor, _model_version
+    global _predictor, _model_version, _level
+    level = read_level()
     value = os.environ.get(MODEL_DIR_ENV, "").strip()
     if not value:
         raise RuntimeError(f"{MODEL_DIR_ENV} is not set: point it at the folder holding the deployed model")
     root = Path(value).resolve()
     folder = find_model_dir(root)
     predictor = Predictor.from_dir(folder)
-    _predictor, _model_version = predictor, read_model_version(folder, root)
+    _predictor, _model_version, _level = predictor, read_model_version(folder, root), level
     log.info(
-        "tickcast model %s loaded from %s: symbols %s, window %d, needs %d bars",
+        "tickcast %s model %s loaded from %s: symbols %s, window %d, needs %d bars",
+        predictor.model_kind,
         _model_version,
         folder,
         ", ".join(predictor.symbols),
@@ -231,7 +262,7 @@ def predict(raw_data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any
         raise ScoringError(STATUS[INVALID_REQUEST], INVALID_REQUEST, str(err), err.detail) from None
     needed = predictor.preprocessing.bars_needed
     try:
-        prediction = predictor.predict_latest(request.bars, request.symbol)
+        prediction = predictor.predict_latest(request.bars, request.symbol, level=_level)
     except UnknownSymbol as err:
         raise ScoringError(
             STATUS[UNKNOWN_SYMBOL],
@@ -247,6 +278,8 @@ def predict(raw_data: str | bytes | bytearray | dict[str, Any]) -> dict[str, Any
         horizon_minutes=prediction.horizon_minutes,
         predicted_close=prediction.predicted_close,
         model_version=_model_version,
+        model_kind=prediction.model_kind,  # Preprocessing validated the kind
+        interval=Interval(level=prediction.level, lower=prediction.lower, upper=prediction.upper),
     ).model_dump(mode="json")
 
 
