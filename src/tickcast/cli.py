@@ -136,21 +136,29 @@ def status(
     interval: Annotated[float, typer.Option("--interval", min=0.5, help="seconds between refreshes (--watch)")] = 2.0,
 ) -> None:
     """The stack (service, URL, PID, healthy, uptime) and the pipeline: lake freshness, consumer lag, last
-    training vs persistence, the production model, endpoint traffic, Airflow's last runs, the gateway URL, and
-    whether the pipeline is stuck. Every check runs at once with short timeouts. Exit 1 when a service is
-    unhealthy or the pipeline is stuck (stale lake in the session, failing runs, growing lag)."""
+    training vs persistence, the production model, endpoint traffic, Airflow's last runs, the gateway URL,
+    whether the pipeline is stuck, and the live evaluation with the prediction log's counts. Every check runs
+    at once with short timeouts. Exit 1 when a service is unhealthy or the pipeline is stuck (stale lake in the
+    session, failing runs, growing lag)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.console import Group
 
     from tickcast_dev import status as pipeline_status
+    from tickcast_dev.live_status import live_renderables, live_view
 
     settings = _settings()
     sup = _supervisor(settings)
 
     def view() -> tuple[Group, bool]:
         collect = None if stack_only else pipeline_status.start_snapshot(settings)  # runs while the table fills
-        statuses = sup.status()
-        snap = collect() if collect else None
-        items = [_status_table(statuses), *(pipeline_status.renderables(snap) if snap else [])]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-status") as pool:
+            live = None if stack_only else pool.submit(live_view, settings)  # the live-evaluation section
+            statuses = sup.status()
+            snap = collect() if collect else None
+            items = [_status_table(statuses), *(pipeline_status.renderables(snap) if snap else [])]
+            if live is not None:
+                items.extend(live_renderables(live.result()))
         return Group(*items), all(st.healthy for st in statuses) and not (snap and snap.stuck)
 
     if watch:
@@ -350,6 +358,19 @@ def promote(
     assert verdict.challenger_version is not None
     deployer_for(settings)(verdict.challenger_version)
     console.print(f"production -> v{verdict.challenger_version}; aliases: {Registry(settings).aliases()}")
+
+
+@app.command()
+def evaluate() -> None:
+    """Live evaluation now (what the `evaluate` DAG runs every 5 minutes): served forecasts vs realized closes,
+    per model version, to MLflow; rolls production back when it underperforms live."""
+    from tickcast.validation.evaluate import run_evaluation
+
+    settings = _settings()
+    _logging()
+    report = run_evaluation(settings)
+    for line in report.lines():
+        console.print(line, highlight=False, markup=False)
 
 
 @app.command("run")

@@ -46,6 +46,9 @@ class AliasOnlyDeployer:
     def __call__(self, version: str) -> None:
         self.registry.promote(version)
 
+    def rollback(self) -> None:
+        self.registry.rollback()
+
 
 @dataclass
 class CycleOutcome:

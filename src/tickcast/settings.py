@@ -323,7 +323,7 @@ class AirflowSettings(BaseModel):
         False, description="also run Airflow's triggerer locally (only deferrable tasks need it; tickcast has none)"
     )
     unpause: list[str] = Field(
-        default_factory=lambda: ["ingest", "retrain"],
+        default_factory=lambda: ["ingest", "retrain", "evaluate"],
         description='DAGs `up` switches on (new DAGs start paused), JSON e.g. ["ingest"]; [] keeps all paused',
     )
 

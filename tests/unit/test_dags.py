@@ -77,3 +77,15 @@ def test_ingest_runs_every_minute_one_at_a_time_with_retries(parsed: dict[str, A
     assert ingest["max_active_runs"] == 1
     assert ingest["catchup"] is False
     assert min(ingest["retries"]) >= 1
+
+
+def test_retrain_serves_the_baseline_before_it_trains(parsed: dict[str, Any]) -> None:
+    assert parsed["dags"]["retrain"]["tasks"] == [
+        "deploy", "enough_data", "judge", "serve_baseline", "train_and_register"
+    ]  # fmt: skip
+
+
+def test_evaluate_runs_every_5_minutes_one_at_a_time(parsed: dict[str, Any]) -> None:
+    evaluate = parsed["dags"]["evaluate"]
+    assert evaluate["schedule"] == "*/5 * * * *" and evaluate["max_active_runs"] == 1 and not evaluate["catchup"]
+    assert evaluate["tasks"] == ["evaluate_live"] and min(evaluate["retries"]) >= 1

@@ -54,8 +54,9 @@ from tickcast.api import app as api_module
 from tickcast.api.app import create_app
 from tickcast.api.client import GatewayError, predict, smoke
 from tickcast.api.schema import Prediction
-from tickcast.scoring.contract import PredictResponse
+from tickcast.lake.predictions import PredictionLog
 from tickcast.lake.store import Lake
+from tickcast.scoring.contract import PredictResponse
 from tickcast.settings import PROJECT_ROOT, load_settings
 
 SUB_KEY = "test-subscription-key"
@@ -113,6 +114,7 @@ def make_api(stand_in: FastAPI, lake: Lake) -> Iterator[Callable[..., TestClient
         kwargs.setdefault("lake", lake)
         kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
         kwargs.setdefault("clock", FixedClock())
+        kwargs.setdefault("prediction_sink", PredictionLog(MemoryContainer()).append)  # type: ignore[arg-type]
         settings = kwargs.pop("settings", None) or api_settings()
         client = TestClient(create_app(settings, **kwargs), base_url="http://function")
         client.__enter__()  # runs the lifespan: the endpoint client opens
@@ -148,6 +150,43 @@ def assert_error(r: httpx.Response, status: int, code: str, *fragments: str) -> 
 
 
 # --- predictions ----------------------------------------------------------------------------------------
+
+
+def test_every_served_forecast_is_logged_off_the_request_path(make_api: Callable[..., TestClient], lake: Lake) -> None:
+    container = MemoryContainer()
+    log = PredictionLog(container)  # type: ignore[arg-type]
+    api = make_api(prediction_sink=log.append)
+    got = api.get("/api/predictions/SPY").json()
+    posted = api.post("/api/predict", json={"symbol": "SPY", "bars": latest_spy_bars(lake)}).json()
+    assert api.get("/api/predictions/TSLA").status_code == 404  # refusals are not forecasts: not logged
+    assert container.blobs == {}, "nothing is written on the request path"
+    recorder = api.app.state.prediction_log  # type: ignore[attr-defined]
+    assert recorder.flush() == 2
+    day = datetime.fromisoformat(got["as_of"].replace("Z", "+00:00"))
+    rows = log.read("SPY", day - timedelta(days=1), day + timedelta(days=1))
+    assert sorted(rows["route"]) == ["GET", "POST"] and set(rows["model_version"]) == {got["model_version"]}
+    assert list(rows["predicted_close"]) == [got["predicted_close"], posted["predicted_close"]]
+    assert (rows["lower"] == got["interval"]["lower"]).all() and (rows["level"] == 0.8).all()
+    assert [n for n in container.blobs] == [f"predictions/symbol=SPY/date={day.date().isoformat()}.parquet"]
+    health = api.get("/api/health").json()["prediction_log"]
+    assert health["recorded"] == 2 and health["written"] == 2 and health["write_failures"] == 0
+
+
+def test_a_prediction_log_that_cannot_be_written_never_fails_a_request(make_api: Callable[..., TestClient]) -> None:
+    calls: list[int] = []
+
+    def broken(rows: list[dict[str, Any]]) -> int:
+        calls.append(len(rows))
+        raise ServiceRequestError("connection refused")
+
+    api = make_api(prediction_sink=broken)
+    for _ in range(3):
+        assert api.get("/api/predictions/SPY").status_code == 200
+    recorder = api.app.state.prediction_log  # type: ignore[attr-defined]
+    assert recorder.flush() == 0 and calls
+    health = api.get("/api/health").json()["prediction_log"]
+    assert health["recorded"] == 3 and health["written"] == 0 and health["pending"] == 3
+    assert health["write_failures"] >= 1 and "connection refused" in health["last_error"]
 
 
 def test_get_predicts_from_the_latest_session_in_the_lake(api: TestClient, lake: Lake) -> None:
@@ -370,7 +409,9 @@ def test_one_endpoint_client_is_reused_and_closed_at_shutdown(stand_in: FastAPI,
 def test_health_calls_nothing(make_api: Callable[..., TestClient]) -> None:
     transport = failing(httpx.ConnectError("must not be called"))
     r = make_api(lake=BrokenLake(), endpoint_transport=transport).get("/api/health")
-    assert r.status_code == 200 and r.json() == {"status": "ok", "profile": "local", "symbols": SYMBOLS}
+    body = r.json()
+    assert r.status_code == 200 and body.pop("prediction_log")["recorded"] == 0
+    assert body == {"status": "ok", "profile": "local", "symbols": SYMBOLS}
     assert transport.seen == []  # type: ignore[attr-defined]
 
 

@@ -8,17 +8,19 @@ Routes (all under ``/api``, so local uvicorn URLs and Azure Functions URLs are t
 * ``POST /api/predict`` — the forecast from the caller's ``{symbol, bars}``
   (:class:`tickcast.scoring.contract.PredictRequest`, validated here with the scoring fast path before the
   endpoint is called, then forwarded byte for byte);
-* ``GET /api/health`` — liveness (no lake, no endpoint call);
+* ``GET /api/health`` — liveness (no lake, no endpoint call) and the prediction log's counts;
 * ``GET /api/openapi.json`` and ``GET /api/docs`` — the OpenAPI document and Swagger UI.
 
 Both prediction routes answer :class:`~tickcast.api.schema.Prediction`: the endpoint's
 :class:`~tickcast.scoring.contract.PredictResponse` ``{symbol, as_of, horizon_minutes, predicted_close,
-model_version}`` plus ``data_age_s``, the age of the newest bar used (:mod:`tickcast.api.freshness`); during
+model_version, model_kind, interval}`` plus ``data_age_s``, the age of the newest bar used (:mod:`tickcast.api.freshness`); during
 the regular session ``GET`` answers 503 ``stale_data`` instead of a forecast from a lake that is behind.
 Every error body is :class:`~tickcast.scoring.contract.ErrorBody` ``{"error", "code", "detail"}`` — also
 FastAPI's own 404/405 and body-validation errors — with the statuses of the table in
 :mod:`tickcast.api.backend` (404 unknown symbol / no bars, 413 body too large, 422 invalid or too few bars,
 503 + ``Retry-After`` when the endpoint or the lake cannot answer). Bad input never yields a 5xx.
+Every answer served is recorded in the lake's prediction log off the request path
+(:class:`tickcast.api.prediction_log.PredictionRecorder`; a failed write never fails a request).
 
 Local: ``uvicorn tickcast.api.app:app_factory --factory`` (the stack's ``function`` service). Azure:
 ``cloud/function/function_app.py`` wraps :func:`create_app` in ``func.AsgiFunctionApp``. Nothing here does
@@ -51,6 +53,7 @@ from tickcast.api.backend import (
 )
 from tickcast.api.body import BODY_TOO_LARGE, parse_body, read_body
 from tickcast.api.freshness import STALE_DATA, Clock, check_fresh, data_age_s, make_clock
+from tickcast.api.prediction_log import PredictionRecorder, Sink
 from tickcast.api.schema import Prediction
 from tickcast.endpoint.client import AsyncEndpointClient
 from tickcast.endpoint.errors import RETRY_AFTER_S
@@ -90,6 +93,10 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
     profile: str = Field(examples=["local"])
     symbols: list[str] = Field(description="the symbols this API serves")
+    prediction_log: dict[str, Any] = Field(
+        default_factory=dict,
+        description="served forecasts recorded / written to the lake / pending, write failures, dropped, last error",
+    )
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
@@ -160,18 +167,32 @@ def create_app(
     credential: TokenCredential | None = None,
     token_transport: httpx.AsyncBaseTransport | None = None,
     clock: Clock | None = None,
+    prediction_sink: Sink | None = None,
 ) -> FastAPI:
     """The API. ``lake`` replaces the Blob lake (tests: any object with ``days`` and ``read_day``);
     ``endpoint_transport`` replaces the network to the endpoint (tests: ``httpx.ASGITransport(stand_in)``);
     ``credential`` replaces :func:`tickcast.azure.credential` in profile cloud, ``token_transport`` the network to
     Azure Resource Manager's AML token API; ``clock`` replaces the clock ``settings.serving.clock`` names
-    (:func:`tickcast.api.freshness.make_clock`).
+    (:func:`tickcast.api.freshness.make_clock`); ``prediction_sink`` replaces the lake's prediction log (tests).
     """
     cfg = settings or get_settings()
     endpoint = AsyncEndpointClient(
         cfg, transport=endpoint_transport, credential=credential, token_transport=token_transport
     )
     now = clock or make_clock(cfg)
+
+    def lake_sink() -> Sink:
+        from tickcast.lake.predictions import PredictionLog
+
+        return PredictionLog.from_settings(cfg).append
+
+    logging_on = cfg.evaluation.log_predictions
+    recorder = PredictionRecorder(
+        (lambda: prediction_sink) if prediction_sink is not None else lake_sink,
+        batch=cfg.evaluation.log_batch,
+        flush_s=cfg.evaluation.log_flush_s,
+        buffer_max=cfg.evaluation.log_buffer_max,
+    )
     state: dict[str, BarSource | None] = {"lake": lake}
     if endpoint.problem:
         log.error("the prediction API cannot score: %s", endpoint.problem)
@@ -195,12 +216,14 @@ def create_app(
         finally:
             await endpoint.aclose()
             await now.aclose()
+            recorder.close()
 
     app = FastAPI(
         title="tickcast prediction API",
         version=API_VERSION,
         description=(
-            "Next-minute close forecasts of an LSTM+attention model served by an Azure ML online endpoint. "
+            "Next-minute close forecasts with an interval, from the baseline or an LSTM+attention model served by "
+            "an Azure ML online endpoint. "
             "Behind API Management every call needs `Ocp-Apim-Subscription-Key` (401 without it, 429 with "
             "`Retry-After` past the rate limit). Errors are `{error, code, detail}`."
         ),
@@ -212,6 +235,7 @@ def create_app(
     )
     app.state.endpoint = endpoint
     app.state.clock = now
+    app.state.prediction_log = recorder
 
     @app.exception_handler(TickcastError)
     async def tickcast_error(_: Request, err: TickcastError) -> JSONResponse:
@@ -252,7 +276,12 @@ def create_app(
 
     @router.get("/health", response_model=Health, tags=["health"], summary="Liveness")
     async def health() -> Health:
-        return Health(status="ok", profile=cfg.profile, symbols=[s.upper() for s in cfg.symbols])
+        return Health(
+            status="ok",
+            profile=cfg.profile,
+            symbols=[s.upper() for s in cfg.symbols],
+            prediction_log=recorder.stats().as_dict(),
+        )
 
     @router.get(
         "/predictions/{symbol}",
@@ -271,6 +300,8 @@ def create_app(
         if latest.last_ts is not None:
             check_fresh(sym, latest.last_ts, at, cfg.serving.max_data_age_s)
         answer = await score(endpoint, {"symbol": sym, "bars": latest.bars}, source="lake", latest=latest)
+        if logging_on:
+            recorder.record(answer, "GET")
         return _with_age(answer, at)
 
     @router.post(
@@ -300,6 +331,8 @@ def create_app(
                 {"needed": minimum, "given": body.bars.size},
             )
         answer = await score(endpoint, raw, source="caller")  # valid: forwarded as sent, not re-encoded
+        if logging_on:
+            recorder.record(answer, "POST")
         return _with_age(answer, await now.now())
 
     app.include_router(router)
