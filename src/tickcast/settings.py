@@ -165,6 +165,7 @@ class MlflowSettings(BaseModel):
 class EvaluationSettings(BaseModel):
     """Live evaluation: the prediction log, the evaluate job and when it rolls production back."""
 
+    log_predictions: bool = Field(True, description="record every served forecast in the lake's prediction log")
     log_batch: int = Field(200, ge=1, description="served forecasts buffered before one write to the prediction log")
     log_flush_s: float = Field(5.0, gt=0, description="seconds at most a served forecast waits in the buffer")
     log_buffer_max: int = Field(

@@ -162,3 +162,46 @@ def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Sett
     assert len(versions) == before + 1, "the DAG registered exactly one new version"
     newest = max(versions, key=lambda v: int(v.version))
     assert newest.tags.get("promotion_verdict") in {"promote", "keep_champion"}
+
+
+def test_live_evaluation_rolls_a_production_model_that_is_worse_than_persistence_back(
+    trained_settings: Settings,
+) -> None:
+    from datetime import timedelta
+
+    from tickcast.lake.predictions import PredictionLog
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.retrain import AliasOnlyDeployer
+    from tickcast.validation.evaluate import run_evaluation
+
+    reg = Registry(trained_settings)
+    prod, prev = reg.version("production"), reg.version("previous")
+    assert prod is not None and prev is not None and reg.kind(str(prod.version)) == "lstm-attention"
+    sym = trained_settings.symbols[0]
+    lake = Lake.from_settings(trained_settings)
+    last = lake.last_ts(sym)
+    assert last is not None
+    bars = lake.read(sym, last - timedelta(minutes=119), last + timedelta(minutes=1))
+    served = [
+        {
+            "symbol": sym, "as_of": ts.to_pydatetime(), "served_at": ts.to_pydatetime() + timedelta(seconds=3),
+            "model_version": str(prod.version), "model_kind": "lstm-attention",
+            "predicted_close": close * 1.001, "lower": close * 1.0005, "upper": close * 1.0015, "level": 0.8,
+            "route": "GET",
+        }
+        for ts, close in zip(bars["ts"], bars["close"], strict=True)
+    ]  # fmt: skip  # a 10 bp bias: clearly worse than persistence, and an interval that misses
+    log = PredictionLog.from_settings(trained_settings)
+    assert log.append(served + served[:5]) == len(served) + 5  # duplicates are tolerated
+    report = run_evaluation(
+        trained_settings, registry=reg, deployer=AliasOnlyDeployer(reg), now=last + timedelta(minutes=5)
+    )
+    mine = next(s for s in report.scores if s.model_version == str(prod.version))
+    assert mine.forecasts == len(served) and mine.n == len(served) - 1 and mine.missing == 1
+    assert report.action == "rolled_back", report.lines()
+    assert "significantly worse than persistence" in (report.reason or "")
+    assert str(reg.version("production").version) == str(prev.version)  # type: ignore[union-attr]
+    tags = reg.version_tags(str(prod.version))
+    assert "significantly worse" in tags["rollback_reason"] and tags["live_evaluation"].startswith(f"v{prod.version}")
+    assert "Rolled back" in (reg.model_version(str(prod.version)).description or "")
+    assert "live_rmse_bp" in reg.run(prod.run_id).data.metrics

@@ -2,7 +2,9 @@
 
 :func:`run_evaluation` (the ``evaluate`` DAG, every 5 minutes, and ``tickcast evaluate``):
 
-1. reads the last ``evaluation.lookback_minutes`` of the prediction log and the lake's bars of every symbol;
+1. reads the last ``evaluation.lookback_minutes`` of the prediction log and the lake's bars of every symbol,
+   on the DATA clock: the window ends at the lake's newest bar (a replayed or emulated market keeps its own
+   time; on a live market the two clocks agree within the ingest delay);
 2. scores every model version found there (:mod:`tickcast.validation.live`, pure);
 3. records each version's numbers in MLflow (``live_*`` metrics of its run, a new point each run, and the
    one-line ``live_evaluation`` version tag that ``tickcast status`` shows);
@@ -76,6 +78,12 @@ def read_inputs(
     return log_rows, bar_rows
 
 
+def data_now(settings: Settings, lake: Lake) -> datetime | None:
+    """The end of the lake's newest minute over the configured symbols (None when the lake is empty)."""
+    marks = [t for t in (lake.last_ts(sym) for sym in settings.symbols) if t is not None]
+    return max(marks) + timedelta(minutes=1) if marks else None
+
+
 def run_evaluation(
     settings: Settings | None = None,
     *,
@@ -85,7 +93,8 @@ def run_evaluation(
     deployer: Rollback | None = None,
     now: datetime | None = None,
 ) -> EvaluationReport:
-    """One evaluation (module docstring); ``deployer`` defaults to the stack's blue/green deployer."""
+    """One evaluation (module docstring); ``deployer`` defaults to the stack's blue/green deployer; ``now``
+    (default: the data clock, :func:`data_now`) ends the window."""
     from tickcast.lake.predictions import PredictionLog
     from tickcast.lake.store import Lake
     from tickcast.model.kinds import BASELINE
@@ -94,10 +103,10 @@ def run_evaluation(
 
     s = settings or get_settings()
     cfg = s.evaluation
-    when = now or datetime.now(UTC)
     registry = registry or Registry(s)
     lake = lake or Lake.from_settings(s)
     predictions = predictions or PredictionLog.from_settings(s)
+    when = now or data_now(s, lake) or datetime.now(UTC)
     log_rows, bars = read_inputs(s, when, lake=lake, predictions=predictions)
     results = evaluate(log_rows, bars, when)
     prod = registry.version(PRODUCTION)
