@@ -14,8 +14,12 @@
    the stack's own installs (``tickcast_dev.stack.install``: Node packages such as Azurite), timed separately.
    Needs the package indexes; takes minutes.
 
-Prints a table and writes the figures (with the machine they ran on) to a JSON file, with what ``tickcast run``
-and then ``tickcast status`` printed.
+``--tape`` runs the same on the real tape (``tickcast up --tape``). ``--live-minutes N`` keeps the stack
+serving N more minutes, asking every symbol's forecast through the gateway every 20 s, then runs
+``tickcast evaluate`` (the live evaluation the ``evaluate`` DAG runs every 5 minutes) before ``status``.
+
+Prints a table and writes the figures (with the machine they ran on) to a JSON file, with what ``tickcast run``,
+``tickcast evaluate`` and ``tickcast status`` printed.
 """
 
 from __future__ import annotations
@@ -64,16 +68,47 @@ def stages_of(output: str) -> list[dict[str, Any]]:
     return stages
 
 
-def up_to_first_prediction() -> dict[str, Any]:
+def serve_for(settings: Any, minutes: float) -> dict[str, int]:
+    """Ask every symbol's forecast through the gateway every 20 s for ``minutes`` (status code counts)."""
+    import httpx
+
+    counts: dict[str, int] = {}
+    key = settings.gateway_client_key()
+    deadline = time.monotonic() + 60 * minutes
+    with httpx.Client(timeout=10, headers={"Ocp-Apim-Subscription-Key": key} if key else {}) as client:
+        while time.monotonic() < deadline:
+            for sym in settings.symbols:
+                try:
+                    code = str(client.get(f"{settings.gateway_url}/api/predictions/{sym}").status_code)
+                except httpx.HTTPError as err:
+                    code = type(err).__name__
+                counts[code] = counts.get(code, 0) + 1
+            time.sleep(20)
+    return counts
+
+
+def up_to_first_prediction(*, tape: bool = False, live_minutes: float = 0) -> dict[str, Any]:
     bin_dir = PROJECT_ROOT / ".venv" / "bin"
+    extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tickcast-bench-") as home:
-        settings = load_settings(_env_file=None, stack={"home": home, "start_timeout_s": 300, **stack_ports()})
+        settings = load_settings(
+            _env_file=None,
+            stack={"home": home, "start_timeout_s": 300, **stack_ports()},
+            emulator={"mode": "tape" if tape else "synthetic"},
+        )
         env = {**clean_env(), **settings.to_env(), "COLUMNS": "160"}
+        if tape:
+            env["TICKCAST_EMULATOR__MODE"] = "tape"
         if "TICKCAST_STACK__CACHE" in os.environ:  # the installs stay cached where the caller keeps them
             env["TICKCAST_STACK__CACHE"] = os.environ["TICKCAST_STACK__CACHE"]
         try:
             up_s, _ = run([str(bin_dir / "tickcast"), "up"], env, PROJECT_ROOT, 600)
             run_s, out = run([str(bin_dir / "tickcast"), "run"], env, PROJECT_ROOT, 900)
+            if live_minutes:
+                extra["served_status_codes"] = serve_for(settings, live_minutes)
+                extra["evaluate_output"] = subprocess.run(
+                    [str(bin_dir / "tickcast"), "evaluate"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
+                ).stdout.splitlines()
             status = subprocess.run(
                 [str(bin_dir / "tickcast"), "status"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
             ).stdout
@@ -91,6 +126,8 @@ def up_to_first_prediction() -> dict[str, Any]:
         "main_job_output": out.splitlines(),
         "status_output": status.splitlines(),
         "target_s": TARGET_S,
+        "mode": "tape" if tape else "synthetic",
+        **extra,
     }
 
 
@@ -121,13 +158,15 @@ def install_on_empty_cache() -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--install", action="store_true", help="also time the install on empty caches (minutes)")
+    ap.add_argument("--tape", action="store_true", help="replay the real tape (tickcast up --tape)")
+    ap.add_argument("--live-minutes", type=float, default=0, help="serve this long, then run tickcast evaluate")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "first_prediction.json")
     args = ap.parse_args()
 
     result: dict[str, Any] = {"benchmark": "first_prediction", "date": time.strftime("%Y-%m-%d"), "machine": machine()}
     if args.install:
         result["install_empty_cache"] = install_on_empty_cache()
-    result["up"] = up_to_first_prediction()
+    result["up"] = up_to_first_prediction(tape=args.tape, live_minutes=args.live_minutes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -310,6 +310,20 @@ def _print_verdict(verdict: object) -> None:
     for row in verdict.table_rows():
         table.add_row(*row)
     console.print(table)
+    intervals = Table(
+        title=f"{verdict.level:.0%} intervals (coverage must be within {100 * verdict.coverage_tolerance:.0f} points)"
+    )
+    for col in ("forecaster", "coverage %", "interval score bp", "mean width bp"):
+        intervals.add_column(col, justify="right" if col != "forecaster" else "left")
+    for interval_row in verdict.interval_rows():
+        intervals.add_row(*interval_row)
+    console.print(intervals)
+    if verdict.vs_champion is not None:
+        interval_p = verdict.vs_champion.interval_pvalue
+        console.print(
+            f"Diebold-Mariano p vs champion: point {verdict.vs_champion.point_pvalue:.4f}, interval score "
+            + ("-" if interval_p is None else f"{interval_p:.4f}")
+        )
     colour = "green" if verdict.promote else "yellow"
     console.print(f"[{colour}]{'PROMOTE' if verdict.promote else 'KEEP CHAMPION'}[/{colour}]: {verdict.reason}")
     if verdict.champion_note:

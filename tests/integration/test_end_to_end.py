@@ -129,8 +129,9 @@ def test_every_symbol_gets_a_numeric_prediction_from_the_production_model(pipeli
     from tickcast.registry.mlflow_registry import Registry
 
     s, result = pipeline.settings, pipeline.result
-    assert [st.name.split(" ")[0] for st in result.stages] == ["backfill", "ingest", "retrain,", "predict"]
+    assert [st.name.split(" ")[0] for st in result.stages] == ["backfill", "ingest", "serve", "predict", "retrain"]
     assert not result.errors and set(result.predictions) == set(s.symbols)
+    assert result.first_prediction_s is not None
     prod = Registry(s).version("production")
     assert prod is not None and str(prod.version) == pipeline.production
     for sym in s.symbols:
@@ -140,6 +141,8 @@ def test_every_symbol_gets_a_numeric_prediction_from_the_production_model(pipeli
         assert body["symbol"] == sym and body["horizon_minutes"] == 1
         assert isinstance(body["predicted_close"], float) and math.isfinite(body["predicted_close"])
         assert body["predicted_close"] > 0 and str(body["model_version"]) == pipeline.production
+        assert body["model_kind"] in ("baseline", "lstm-attention")
+        assert body["interval"]["lower"] <= body["predicted_close"] <= body["interval"]["upper"]
 
 
 def test_the_gateway_refuses_a_call_without_a_valid_key(pipeline: Pipeline) -> None:
