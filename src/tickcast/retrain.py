@@ -15,6 +15,7 @@ Steps hand over through MLflow only (version numbers), never through local files
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -145,6 +146,7 @@ def ensure_serving(
     deploy: Deployer | None = None,
     registry: Registry | None = None,
     bars: pd.DataFrame | None = None,
+    race_wait_s: float = 120.0,
 ) -> Serving:
     """A fresh stack serves the baseline before any training (decision 0053).
 
@@ -152,6 +154,10 @@ def ensure_serving(
     calibrated on the lake window, register it (tag ``model_kind=baseline``) and deploy it like any version
     (blue/green, smoke, then the alias). With production already set, nothing changes. With no bars in the
     lake yet, nothing is deployed either (the deployment's smoke request needs bars) and the message says so.
+
+    Two callers may race on a fresh stack (``tickcast run`` and the scheduled ``retrain`` run's first task):
+    the blue/green deployer refuses the second deploy. The loser then waits up to ``race_wait_s`` for the
+    winner's version to hold ``production`` and reports it; its own baseline version stays registered, unused.
     """
     from tickcast.model import baseline
     from tickcast.registry.mlflow_registry import Registry
@@ -169,7 +175,21 @@ def ensure_serving(
         return Serving(None, False, "no bars in the lake yet: the baseline is deployed once there are some")
     model, prep = baseline.build(s.symbols, bars=data, level=s.interval_level)
     logged = registry.log_baseline(model, prep, params=dict(baseline.params_of(prep)))
-    (deploy or default_deployer(s))(logged.version)
+    try:
+        (deploy or default_deployer(s))(logged.version)
+    except Exception as err:
+        deadline = time.monotonic() + race_wait_s
+        while time.monotonic() < deadline:
+            winner = registry.version(PRODUCTION)
+            if winner is not None:
+                return Serving(
+                    str(winner.version),
+                    False,
+                    f"v{winner.version} ({registry.kind(str(winner.version))}) was deployed concurrently; baseline "
+                    f"v{logged.version} stays registered, unused ({type(err).__name__})",
+                )
+            time.sleep(2.0)
+        raise
     scales = ", ".join(f"{sym} {k:.2f}" for sym, k in prep.extra["interval_scale"].items())
     return Serving(
         logged.version,

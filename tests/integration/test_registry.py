@@ -196,6 +196,7 @@ def test_live_evaluation_rolls_a_production_model_that_is_worse_than_persistence
     report = run_evaluation(
         trained_settings, registry=reg, deployer=AliasOnlyDeployer(reg), now=last + timedelta(minutes=5)
     )
+    restored = str(prev.version)
     mine = next(s for s in report.scores if s.model_version == str(prod.version))
     assert mine.forecasts == len(served) and mine.n == len(served) - 1 and mine.missing == 1
     assert report.action == "rolled_back", report.lines()
@@ -205,3 +206,39 @@ def test_live_evaluation_rolls_a_production_model_that_is_worse_than_persistence
     assert "significantly worse" in tags["rollback_reason"] and tags["live_evaluation"].startswith(f"v{prod.version}")
     assert "Rolled back" in (reg.model_version(str(prod.version)).description or "")
     assert "live_rmse_bp" in reg.run(prod.run_id).data.metrics
+
+    # the restored version underperforms too: a baseline stays (alarm); an LSTM whose `previous` was rolled back
+    # for cause gives way to a FRESH baseline, never back to the bad one
+    log.append([{**row, "model_version": restored, "model_kind": reg.kind(restored)} for row in served])
+    again = run_evaluation(
+        trained_settings, registry=reg, deployer=AliasOnlyDeployer(reg), now=last + timedelta(minutes=5)
+    )
+    now_serving = str(reg.version("production").version)  # type: ignore[union-attr]
+    if reg.kind(restored) == "baseline":
+        assert again.action == "alarm" and now_serving == restored, again.lines()
+        assert reg.version_tags(restored)["live_evaluation"].startswith("ALARM (baseline kept)")
+    else:
+        assert again.action == "baseline_deployed" and reg.kind(now_serving) == "baseline", again.lines()
+        assert now_serving not in (restored, str(prod.version))
+        assert "significantly worse" in reg.version_tags(restored)["rollback_reason"]
+
+
+def test_two_fresh_stack_callers_racing_to_serve_the_baseline_agree_on_one(trained_settings: Settings) -> None:
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.retrain import ensure_serving
+
+    fresh = trained_settings.model_copy(
+        update={"mlflow": trained_settings.mlflow.model_copy(update={"model_name": f"{trained_settings.mlflow.model_name}-race"})}
+    )
+    reg = Registry(fresh)
+
+    def winner_then_refused(version: str) -> None:
+        """The other caller's deploy lands first (it promotes its own version); this deploy is refused."""
+        other = ensure_serving(fresh, deploy=lambda v: reg.promote(v), registry=reg)
+        assert other.deployed and other.version != version
+        raise RuntimeError("the traffic changed while deploying: another deploy?")
+
+    lost = ensure_serving(fresh, deploy=winner_then_refused, registry=reg, race_wait_s=10)
+    prod = reg.version("production")
+    assert prod is not None and not lost.deployed and lost.version == str(prod.version)
+    assert "deployed concurrently" in lost.message and "stays registered, unused" in lost.message
