@@ -15,7 +15,6 @@ Steps hand over through MLflow only (version numbers), never through local files
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -146,7 +145,7 @@ def ensure_serving(
     deploy: Deployer | None = None,
     registry: Registry | None = None,
     bars: pd.DataFrame | None = None,
-    race_wait_s: float = 120.0,
+    lock_wait_s: float = 300.0,
 ) -> Serving:
     """A fresh stack serves the baseline before any training (decision 0053).
 
@@ -155,41 +154,50 @@ def ensure_serving(
     (blue/green, smoke, then the alias). With production already set, nothing changes. With no bars in the
     lake yet, nothing is deployed either (the deployment's smoke request needs bars) and the message says so.
 
-    Two callers may race on a fresh stack (``tickcast run`` and the scheduled ``retrain`` run's first task):
-    the blue/green deployer refuses the second deploy. The loser then waits up to ``race_wait_s`` for the
-    winner's version to hold ``production`` and reports it; its own baseline version stays registered, unused.
+    Two callers may race on a fresh stack (``tickcast run`` and the scheduled ``retrain`` run's first task).
+    Only the holder of a lock in the lake container (:class:`tickcast.lake.lock.BlobLock`) registers and
+    deploys; the other waits for it (up to ``lock_wait_s``), then finds ``production`` set and changes nothing.
     """
-    from tickcast.model import baseline
+    from tickcast.azure import lake_container
+    from tickcast.lake.lock import BlobLock
     from tickcast.registry.mlflow_registry import Registry
     from tickcast.registry.vocabulary import PRODUCTION
 
     s = settings or get_settings()
     registry = registry or Registry(s)
-    current = registry.version(PRODUCTION)
-    if current is not None:
+
+    def serving_now() -> Serving | None:
+        current = registry.version(PRODUCTION)
+        if current is None:
+            return None
         return Serving(
             str(current.version), False, f"production is v{current.version} ({registry.kind(str(current.version))})"
         )
+
+    found = serving_now()
+    if found is not None:
+        return found
+    lock = BlobLock(lake_container(s, create=True), f"serve-baseline-{s.mlflow.model_name}")
+    if not lock.acquire(lock_wait_s):
+        found = serving_now()
+        if found is not None:
+            return found
+        raise RuntimeError(f"another process held the baseline-deployment lock for {lock_wait_s:.0f}s; try again")
+    try:
+        return serving_now() or _deploy_baseline(s, registry, deploy, bars)
+    finally:
+        lock.release()
+
+
+def _deploy_baseline(s: Settings, registry: Registry, deploy: Deployer | None, bars: pd.DataFrame | None) -> Serving:
+    from tickcast.model import baseline
+
     data = bars if bars is not None else load_window(s)
     if not len(data):
         return Serving(None, False, "no bars in the lake yet: the baseline is deployed once there are some")
     model, prep = baseline.build(s.symbols, bars=data, level=s.interval_level)
     logged = registry.log_baseline(model, prep, params=dict(baseline.params_of(prep)))
-    try:
-        (deploy or default_deployer(s))(logged.version)
-    except Exception as err:
-        deadline = time.monotonic() + race_wait_s
-        while time.monotonic() < deadline:
-            winner = registry.version(PRODUCTION)
-            if winner is not None:
-                return Serving(
-                    str(winner.version),
-                    False,
-                    f"v{winner.version} ({registry.kind(str(winner.version))}) was deployed concurrently; baseline "
-                    f"v{logged.version} stays registered, unused ({type(err).__name__})",
-                )
-            time.sleep(2.0)
-        raise
+    (deploy or default_deployer(s))(logged.version)
     scales = ", ".join(f"{sym} {k:.2f}" for sym, k in prep.extra["interval_scale"].items())
     return Serving(
         logged.version,

@@ -223,22 +223,41 @@ def test_live_evaluation_rolls_a_production_model_that_is_worse_than_persistence
         assert "significantly worse" in reg.version_tags(restored)["rollback_reason"]
 
 
-def test_two_fresh_stack_callers_racing_to_serve_the_baseline_agree_on_one(trained_settings: Settings) -> None:
-    from tickcast.registry.mlflow_registry import Registry
-    from tickcast.retrain import ensure_serving
+def test_two_fresh_stack_callers_racing_to_serve_the_baseline_deploy_it_once(trained_settings: Settings) -> None:
+    import threading
 
+    from tickcast.azure import lake_container
+    from tickcast.lake.lock import BlobLock
+    from tickcast.registry.mlflow_registry import Registry
+    from tickcast.retrain import Serving, ensure_serving
+
+    name = f"{trained_settings.mlflow.model_name}-race"
     fresh = trained_settings.model_copy(
-        update={"mlflow": trained_settings.mlflow.model_copy(update={"model_name": f"{trained_settings.mlflow.model_name}-race"})}
+        update={"mlflow": trained_settings.mlflow.model_copy(update={"model_name": name})}
     )
     reg = Registry(fresh)
+    deployed: list[str] = []
 
-    def winner_then_refused(version: str) -> None:
-        """The other caller's deploy lands first (it promotes its own version); this deploy is refused."""
-        other = ensure_serving(fresh, deploy=lambda v: reg.promote(v), registry=reg)
-        assert other.deployed and other.version != version
-        raise RuntimeError("the traffic changed while deploying: another deploy?")
+    def slow_deploy(version: str) -> None:  # a blue/green deploy takes seconds: the window of the race
+        time.sleep(3)
+        deployed.append(version)
+        reg.promote(version)
 
-    lost = ensure_serving(fresh, deploy=winner_then_refused, registry=reg, race_wait_s=10)
-    prod = reg.version("production")
-    assert prod is not None and not lost.deployed and lost.version == str(prod.version)
-    assert "deployed concurrently" in lost.message and "stays registered, unused" in lost.message
+    outcomes: list[Serving] = []
+    callers = [
+        threading.Thread(target=lambda: outcomes.append(ensure_serving(fresh, deploy=slow_deploy, registry=reg)))
+        for _ in range(2)
+    ]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(120)
+    assert len(outcomes) == 2 and len(deployed) == 1, (outcomes, deployed)
+    assert sorted(o.deployed for o in outcomes) == [False, True]
+    assert {o.version for o in outcomes} == {deployed[0]} == {str(reg.version("production").version)}  # type: ignore[union-attr]
+    assert len(reg.versions()) == 1, "the loser registered nothing"
+
+    # a holder that died leaves an expired lock: the next caller breaks it
+    dead = BlobLock(lake_container(fresh), "drill", ttl_s=0)
+    assert dead.try_acquire()
+    assert BlobLock(lake_container(fresh), "drill").acquire(wait_s=5)
