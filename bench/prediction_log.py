@@ -81,7 +81,7 @@ def app(log_on: bool, container: MemoryContainer) -> Any:
     settings = load_settings(
         _env_file=None,
         symbols=[SYMBOL],
-        serving={"endpoint_key": "k", "endpoint_url": "http://endpoint"},
+        serving={"endpoint_key": "k", "endpoint_url": "http://endpoint", "clock": "wall"},
         evaluation={"log_predictions": log_on},
     )
     return create_app(

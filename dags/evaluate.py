@@ -30,9 +30,12 @@ from airflow.sdk import dag, task
 def evaluate() -> None:
     @task(execution_timeout=timedelta(minutes=4))
     def evaluate_live() -> dict[str, str | None]:
+        from tickcast.release.targets import deployer_for
+        from tickcast.settings import get_settings
         from tickcast.validation.evaluate import run_evaluation
 
-        report = run_evaluation()
+        settings = get_settings()
+        report = run_evaluation(settings, deployer=deployer_for(settings))
         for line in report.lines():
             print(line)
         return {"production": report.production, "action": report.action, "reason": report.reason}

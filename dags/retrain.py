@@ -35,9 +35,12 @@ from airflow.sdk import dag, task
 def retrain() -> None:
     @task
     def serve_baseline() -> str:
+        from tickcast.release.targets import deployer_for
         from tickcast.retrain import ensure_serving
+        from tickcast.settings import get_settings
 
-        outcome = ensure_serving()
+        settings = get_settings()
+        outcome = ensure_serving(settings, deploy=deployer_for(settings))
         print(outcome.message)
         return outcome.message
 

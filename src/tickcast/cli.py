@@ -378,11 +378,12 @@ def promote(
 def evaluate() -> None:
     """Live evaluation now (what the `evaluate` DAG runs every 5 minutes): served forecasts vs realized closes,
     per model version, to MLflow; rolls production back when it underperforms live."""
+    from tickcast.release.targets import deployer_for
     from tickcast.validation.evaluate import run_evaluation
 
     settings = _settings()
     _logging()
-    report = run_evaluation(settings)
+    report = run_evaluation(settings, deployer=deployer_for(settings))
     for line in report.lines():
         console.print(line, highlight=False, markup=False)
 

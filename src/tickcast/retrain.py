@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from tickcast.registry.vocabulary import TEST_END, TEST_START
@@ -142,7 +143,7 @@ class Serving:
 def ensure_serving(
     settings: Settings | None = None,
     *,
-    deploy: Deployer | None = None,
+    deploy: Deployer,
     registry: Registry | None = None,
     bars: pd.DataFrame | None = None,
     lock_wait_s: float = 300.0,
@@ -189,7 +190,7 @@ def ensure_serving(
         lock.release()
 
 
-def _deploy_baseline(s: Settings, registry: Registry, deploy: Deployer | None, bars: pd.DataFrame | None) -> Serving:
+def _deploy_baseline(s: Settings, registry: Registry, deploy: Deployer, bars: pd.DataFrame | None) -> Serving:
     from tickcast.model import baseline
 
     data = bars if bars is not None else load_window(s)
@@ -197,7 +198,7 @@ def _deploy_baseline(s: Settings, registry: Registry, deploy: Deployer | None, b
         return Serving(None, False, "no bars in the lake yet: the baseline is deployed once there are some")
     model, prep = baseline.build(s.symbols, bars=data, level=s.interval_level)
     logged = registry.log_baseline(model, prep, params=dict(baseline.params_of(prep)))
-    (deploy or default_deployer(s))(logged.version)
+    deploy(logged.version)
     scales = ", ".join(f"{sym} {k:.2f}" for sym, k in prep.extra["interval_scale"].items())
     return Serving(
         logged.version,

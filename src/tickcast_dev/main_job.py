@@ -144,7 +144,9 @@ def run_main_job(
         result.production_kind = reg.kind(result.production_version) if result.production_version else None
 
     def do_baseline() -> str:
-        serving = ensure_serving(settings)
+        from tickcast.release.targets import deployer_for
+
+        serving = ensure_serving(settings, deploy=deployer_for(settings))
         _production(Registry(settings))
         return serving.message
 

@@ -443,7 +443,7 @@ def test_the_openapi_document_lists_both_routes_and_their_errors(api: TestClient
         "model_kind",
         "interval",
     }
-    assert schemas["PredictResponse"]["properties"]["model_kind"]["enum"] == ["baseline", "lstm-attention"]
+    assert schemas["Prediction"]["properties"]["model_kind"]["enum"] == ["baseline", "lstm-attention"]
     assert set(schemas["Interval"]["required"]) == {"level", "lower", "upper"}
     assert "HTTPValidationError" not in schemas  # FastAPI's default 422 is not what we answer
     docs = api.get("/api/docs")

@@ -20,12 +20,13 @@ import pytest
 from tests.support.models import (
     NEEDED,
     SCORE_PY,
+    SYMBOLS,
     load_score,
     make_bars,
     request_body,
     write_model,
 )
-from tickcast.model.predictor import MODEL_FILE, Predictor
+from tickcast.model.predictor import MODEL_FILE, PREPROCESSING_FILE, Predictor
 from tickcast.scoring import contract as schema
 from tickcast.settings import ModelSettings
 

@@ -13,7 +13,8 @@ Routes (all under ``/api``, so local uvicorn URLs and Azure Functions URLs are t
 
 Both prediction routes answer :class:`~tickcast.api.schema.Prediction`: the endpoint's
 :class:`~tickcast.scoring.contract.PredictResponse` ``{symbol, as_of, horizon_minutes, predicted_close,
-model_version, model_kind, interval}`` plus ``data_age_s``, the age of the newest bar used (:mod:`tickcast.api.freshness`); during
+model_version, model_kind, interval}`` plus ``data_age_s``, the age of the newest bar used
+(:mod:`tickcast.api.freshness`); during
 the regular session ``GET`` answers 503 ``stale_data`` instead of a forecast from a lake that is behind.
 Every error body is :class:`~tickcast.scoring.contract.ErrorBody` ``{"error", "code", "detail"}`` — also
 FastAPI's own 404/405 and body-validation errors — with the statuses of the table in

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -93,8 +93,9 @@ def run_evaluation(
     deployer: Rollback | None = None,
     now: datetime | None = None,
 ) -> EvaluationReport:
-    """One evaluation (module docstring); ``deployer`` defaults to the stack's blue/green deployer; ``now``
-    (default: the data clock, :func:`data_now`) ends the window."""
+    """One evaluation (module docstring). ``deployer`` rolls back (the caller chooses it: the DAG and the CLI pass
+    :func:`tickcast.release.targets.deployer_for`); without one a rollback is only reported. ``now`` (default: the
+    data clock, :func:`data_now`) ends the window."""
     from tickcast.lake.predictions import PredictionLog
     from tickcast.lake.store import Lake
     from tickcast.model.kinds import BASELINE
@@ -135,9 +136,13 @@ def run_evaluation(
         report.action = "alarm"
         return report
     from tickcast.model import baseline
-    from tickcast.retrain import default_deployer, load_window
+    from tickcast.retrain import load_window
 
-    target = deployer or cast("Rollback", default_deployer(s))
+    if deployer is None:
+        report.action = "alarm"
+        report.reason = f"{reason} (no deployer given: nothing was rolled back)"
+        return report
+    target = deployer
     prev = registry.version(PREVIOUS)
     if prev is not None and not registry.version_tags(str(prev.version)).get(ROLLBACK_REASON):
         target.rollback()
