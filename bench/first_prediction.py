@@ -91,13 +91,9 @@ def up_to_first_prediction(*, tape: bool = False, live_minutes: float = 0) -> di
     bin_dir = PROJECT_ROOT / ".venv" / "bin"
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tickcast-bench-") as home:
-        settings = load_settings(
-            _env_file=None,
-            stack={"home": home, "start_timeout_s": 300, **stack_ports()},
-            emulator={"mode": "tape" if tape else "synthetic"},
-        )
+        settings = load_settings(_env_file=None, stack={"home": home, "start_timeout_s": 300, **stack_ports()})
         env = {**clean_env(), **settings.to_env(), "COLUMNS": "160"}
-        if tape:
+        if tape:  # the Yahoo emulator's own setting (emulators.settings)
             env["TICKCAST_EMULATOR__MODE"] = "tape"
         if "TICKCAST_STACK__CACHE" in os.environ:  # the installs stay cached where the caller keeps them
             env["TICKCAST_STACK__CACHE"] = os.environ["TICKCAST_STACK__CACHE"]

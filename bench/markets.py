@@ -2,7 +2,7 @@
 
     python bench/markets.py [--out bench/results/markets.json] [--no-lstm]
 
-The tape (``settings.emulator.tape_dir``: real 1-minute bars, 4 symbols, 6 sessions) is never copied. For
+The tape (the Yahoo emulator's ``emulator.tape_dir``: real 1-minute bars, 4 symbols, 6 sessions) is never copied. For
 each held-out session ``d`` from the 4th on, with only the sessions before ``d`` as history:
 
 1. the **baseline** is built with its interval calibrated on the history (what a fresh stack serves);
@@ -142,7 +142,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results" / "markets.json")
     parser.add_argument("--no-lstm", action="store_true", help="skip training (production = the baseline)")
     args = parser.parse_args()
-    tape = load_settings(_env_file=None).emulator.tape_dir
+    from emulators.settings import load_stand_in_settings
+
+    tape = load_stand_in_settings(_env_file=None).emulator.tape_dir
     bars = read_tape(tape)
     days = sorted(bars["ts"].dt.date.unique())
     windows = [window(bars, d, lstm=not args.no_lstm) for d in days[3:]]
