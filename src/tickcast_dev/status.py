@@ -502,6 +502,8 @@ def renderables(snap: PipelineSnapshot) -> list[Any]:
     if snap.stuck:
         out.append("[bold red]pipeline STUCK[/bold red]:")
         out.extend(f"  [red]- {escape(reason)}[/red]" for reason in snap.stuck)
+    elif isinstance(snap.lake, Problem) or isinstance(snap.runs, Problem):
+        out.append("[yellow]pipeline: not judged[/yellow] (the lake or Airflow did not answer)")
     else:
         out.append("[green]pipeline: moving[/green] (fresh lake in the session, last runs succeeded, lag not growing)")
     return out

@@ -45,7 +45,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("src/tickcast/azure.py", "blob_service"): (
         "the `if s.profile == 'local'` branch: Blob through Azurite's development connection string"
     ),
-    ("src/tickcast/settings.py", "Settings.blob_connection_string"): (
+    ("src/tickcast/settings/__init__.py", "Settings.blob_connection_string"): (
         "builds Azurite's connection string; raises SettingsError unless profile local"
     ),
     ("src/tickcast_dev/stack/definition.py", "process_context"): (

@@ -590,7 +590,7 @@ def test_the_deployment_zip_imports_without_the_project_venvs_extras(tmp_path: P
         assert {"tickcast/scoring/contract.py", "tickcast/endpoint/client.py", "tickcast/lake/store.py"} <= set(names)
         carried = {n.split("/")[1] for n in names if n.startswith("tickcast/") and n.count("/") > 1}
         assert not carried & {"model", "registry", "release", "ingest", "validation", "features"}, sorted(carried)
-        assert not {"tickcast/cli.py", "tickcast/retrain.py", "tickcast/cloud_deploy/__init__.py"} & set(names)
+        assert not {"tickcast/cli/__init__.py", "tickcast/retrain.py", "tickcast/cloud_deploy/__init__.py"} & set(names)
         zf.extractall(tmp_path / "site")
     assert builder.build(tmp_path / "again.zip").read_bytes() == out.read_bytes()  # reproducible
 
