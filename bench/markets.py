@@ -82,12 +82,12 @@ def window(bars: pd.DataFrame, day: Any, *, lstm: bool) -> dict[str, Any]:
             verdict = f"not trained: {err}"
         else:
             test = result.test_frame
-            champion = base.predict_frame(history)[["symbol", "ts", "predicted_close", "lower", "upper"]]
+            incumbent = base.predict_frame(history)[["symbol", "ts", "predicted_close", "lower", "upper"]]
             frame = test.rename(
                 columns={"predicted_close": "challenger", "lower": "challenger_lower", "upper": "challenger_upper"}
             ).merge(
-                champion.rename(
-                    columns={"predicted_close": "champion", "lower": "champion_lower", "upper": "champion_upper"}
+                incumbent.rename(
+                    columns={"predicted_close": "production", "lower": "production_lower", "upper": "production_upper"}
                 ),
                 on=["symbol", "ts"],
             )
@@ -98,9 +98,9 @@ def window(bars: pd.DataFrame, day: Any, *, lstm: bool) -> dict[str, Any]:
                 margin=cfg.mlflow.promotion_margin,
                 alpha=cfg.mlflow.promotion_alpha,
                 level=LEVEL,
-                champion=scores_of(frame, "champion", LEVEL),
-                vs_champion=paired_tests(frame, "challenger", "champion", LEVEL),
-                champion_kind="baseline",
+                production=scores_of(frame, "production", LEVEL),
+                vs_production=paired_tests(frame, "challenger", "production", LEVEL),
+                production_kind="baseline",
             )
             verdict = ("PROMOTE: " if v.promote else "KEEP BASELINE: ") + v.reason
             if v.promote:

@@ -6,7 +6,7 @@
    server started in a fresh temporary home on free ports: N synthetic symbols x D trading days of
    1-minute bars are written to the lake, then ``tickcast.retrain.retrain_cycle`` is timed: read the lake
    window -> features -> temporal split -> fit (early stopping) -> ONNX export + parity -> evaluation ->
-   MLflow run + registered version -> champion/challenger judgement -> alias. Targets on 2 cores: cycle
+   MLflow run + registered version -> production/challenger judgement -> alias. Targets on 2 cores: cycle
    <= 90 s, training (fit) <= 60 s. Peak RSS of this process is reported.
 2. **Skill table**: model vs persistence (vs the oracle, where one exists) on the held-out window:
    - the synthetic market (AR(1) returns, phi 0.4 and 0.0), where the oracle's skill is the ceiling;

@@ -3,7 +3,7 @@
 1. :func:`load_window`  — the last ``TICKCAST_MODEL__LOOKBACK_DAYS`` of bars of every symbol from the lake;
 2. :func:`train_and_register` — train, export, evaluate, log one MLflow run, register a version (alias
    ``challenger``); MLflow is checked BEFORE training so an unreachable server registers nothing;
-3. :func:`judge` — challenger vs champion (``production``) vs persistence on the challenger's held-out
+3. :func:`judge` — challenger vs production (``production``) vs persistence on the challenger's held-out
    window, each model loaded from the registry and scored with its OWN preprocessing; the verdict and
    its numbers go into the version's description;
 4. deploying is the caller's: ``deploy(version)`` must make the endpoint serve the version and only then
@@ -231,7 +231,7 @@ def scores_of(frame: pd.DataFrame, column: str, level: float = 0.8) -> Any:
 def paired_tests(frame: pd.DataFrame, column: str, reference: str, level: float = 0.8) -> Any:
     """One-sided Diebold-Mariano p-values of ``column`` against ``reference``: point (bp) and interval score."""
     from tickcast.model.evaluation import diebold_mariano, diebold_mariano_losses, interval_losses_bp
-    from tickcast.validation.gate import VsChampion
+    from tickcast.validation.gate import VsProduction
 
     actual, last = frame["next_close"].to_numpy(), frame["last_close"].to_numpy()
     err, ref = (frame[column].to_numpy() - actual) / last, (frame[reference].to_numpy() - actual) / last
@@ -243,7 +243,7 @@ def paired_tests(frame: pd.DataFrame, column: str, reference: str, level: float 
             return interval_losses_bp(actual, frame[f"{name}_lower"], frame[f"{name}_upper"], last, level)
 
         _, interval = diebold_mariano_losses(losses(column), losses(reference))
-    return VsChampion(point_pvalue=point, interval_pvalue=interval)
+    return VsProduction(point_pvalue=point, interval_pvalue=interval)
 
 
 def _as(frame: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -298,45 +298,47 @@ def judge(
     frame = _as(challenger.predict_frame(window_bars, level=level), "challenger")
     frame = frame[(frame["ts"] >= start) & (frame["ts"] <= end) & frame["next_close"].notna()]
 
-    champion_version: str | None = None
-    champion_kind: str | None = None
-    champion_note: str | None = None
+    production_version: str | None = None
+    production_kind: str | None = None
+    production_note: str | None = None
     scored: pd.DataFrame | None = None
     champ = registry.version(PRODUCTION)
     if champ is not None and str(champ.version) != version:
-        champion_version = str(champ.version)
+        production_version = str(champ.version)
         try:
-            champion = Predictor.from_dir(registry.download(champion_version))
-            champion_kind = champion.model_kind
-            trained_to = champ.tags.get("train_end") or champion.preprocessing.extra.get("train_end")
-            cf = _as(champion.predict_frame(window_bars, level=level), "champion")
+            production = Predictor.from_dir(registry.download(production_version))
+            production_kind = production.model_kind
+            trained_to = champ.tags.get("train_end") or production.preprocessing.extra.get("train_end")
+            cf = _as(production.predict_frame(window_bars, level=level), "production")
             merged = frame.merge(
-                cf[["symbol", "ts", "champion", "champion_lower", "champion_upper"]], on=["symbol", "ts"], how="inner"
+                cf[["symbol", "ts", "production", "production_lower", "production_upper"]],
+                on=["symbol", "ts"],
+                how="inner",
             )
             if trained_to is not None:
-                unseen_from = pd.Timestamp(trained_to) + pd.Timedelta(minutes=champion.preprocessing.window)
+                unseen_from = pd.Timestamp(trained_to) + pd.Timedelta(minutes=production.preprocessing.window)
                 merged = merged[merged["ts"] > unseen_from]
             if len(merged) >= 50:
                 scored = merged
             else:
-                champion_note = (
-                    f"production v{champion_version} has only {len(merged)} minutes it did not train on in this "
+                production_note = (
+                    f"production v{production_version} has only {len(merged)} minutes it did not train on in this "
                     "window; judged against a fresh baseline instead"
                 )
-        except Exception as err:  # any failure to load or score the champion is recorded, not fatal
-            champion_note = (
-                f"production v{champion_version} could not be scored ({type(err).__name__}: {err}); judged against "
+        except Exception as err:  # any failure to load or score the production is recorded, not fatal
+            production_note = (
+                f"production v{production_version} could not be scored ({type(err).__name__}: {err}); judged against "
                 "a fresh baseline instead"
             )
     elif champ is None:
-        champion_note = "no production version yet; judged against a fresh baseline"
+        production_note = "no production version yet; judged against a fresh baseline"
     if scored is None:
         model, prep = baseline.build(symbols, bars=bars[bars["ts"] < start], level=level)
-        bf = _as(Predictor(model, prep).predict_frame(window_bars, level=level), "champion")
+        bf = _as(Predictor(model, prep).predict_frame(window_bars, level=level), "production")
         scored = frame.merge(
-            bf[["symbol", "ts", "champion", "champion_lower", "champion_upper"]], on=["symbol", "ts"], how="inner"
+            bf[["symbol", "ts", "production", "production_lower", "production_upper"]], on=["symbol", "ts"], how="inner"
         )
-        champion_version, champion_kind = None, BASELINE
+        production_version, production_kind = None, BASELINE
     frame = scored.assign(persistence=scored["last_close"])
     verdict = decide(
         scores_of(frame, "challenger", level),
@@ -345,13 +347,13 @@ def judge(
         alpha=s.mlflow.promotion_alpha,
         level=level,
         coverage_tolerance=s.mlflow.coverage_tolerance,
-        champion=scores_of(frame, "champion", level) if len(frame) >= 2 else None,
-        vs_champion=paired_tests(frame, "challenger", "champion", level) if len(frame) >= 2 else None,
-        champion_note=champion_note,
+        production=scores_of(frame, "production", level) if len(frame) >= 2 else None,
+        vs_production=paired_tests(frame, "challenger", "production", level) if len(frame) >= 2 else None,
+        production_note=production_note,
         challenger_version=version,
-        champion_version=champion_version,
+        production_version=production_version,
         challenger_kind=challenger.model_kind,
-        champion_kind=champion_kind,
+        production_kind=production_kind,
         eval_window=(frame["ts"].min().isoformat(), frame["ts"].max().isoformat()) if len(frame) else None,
     )
     registry.record_verdict(version, verdict)

@@ -58,7 +58,7 @@ def test_a_fresh_registry_serves_the_baseline_first_then_the_lstm_must_beat_it(t
     assert str(reg.version("previous").version) == "1"  # type: ignore[union-attr]  # the baseline: rollback target
     assert reg.version("challenger") is not None
     description = prod.description or ""
-    for fragment in ("PROMOTE", "persistence", "champion v1 (baseline)", "interval score", "Intervals at level 80%"):
+    for fragment in ("PROMOTE", "persistence", "production v1 (baseline)", "interval score", "Intervals at level 80%"):
         assert fragment in description, fragment
     tags = reg.version_tags(outcome.version)
     assert 0.77 <= float(tags["gate_coverage"]) <= 0.83 and float(tags["gate_dm_p_interval"]) < 0.05
@@ -86,7 +86,7 @@ def test_a_fresh_registry_serves_the_baseline_first_then_the_lstm_must_beat_it(t
     assert abs(prediction.predicted_close / prediction.last_close - 1) < 0.01
 
 
-def test_a_challenger_that_does_not_beat_the_champion_by_the_margin_is_not_promoted(
+def test_a_challenger_that_does_not_beat_the_production_by_the_margin_is_not_promoted(
     trained_settings: Settings,
 ) -> None:
     from tickcast.registry.mlflow_registry import Registry
@@ -101,15 +101,15 @@ def test_a_challenger_that_does_not_beat_the_champion_by_the_margin_is_not_promo
     before = reg.version("production")
     outcome = retrain_cycle(strict)
     assert outcome.status == "kept", outcome.message
-    assert "does not beat the champion" in outcome.message
+    assert "does not beat the production" in outcome.message
     after = reg.version("production")
     assert before is not None and after is not None and after.version == before.version, "production unmoved"
     challenger = reg.version("challenger")
     assert challenger is not None and str(challenger.version) == outcome.version
-    assert "KEEP CHAMPION" in (reg.model_version(outcome.version).description or "")
+    assert "KEEP PRODUCTION" in (reg.model_version(outcome.version).description or "")
 
 
-def test_a_champion_whose_artifacts_are_gone_is_recorded_and_a_fresh_baseline_decides(
+def test_a_production_whose_artifacts_are_gone_is_recorded_and_a_fresh_baseline_decides(
     trained_settings: Settings,
 ) -> None:
     from tickcast.azure import container
@@ -126,11 +126,13 @@ def test_a_champion_whose_artifacts_are_gone_is_recorded_and_a_fresh_baseline_de
         if prod.run_id in blob.name:
             blobs.delete_blob(blob.name)
             removed += 1
-    assert removed, "the champion's artifacts live in Azurite"
+    assert removed, "the production's artifacts live in Azurite"
     verdict = judge(trained_settings, str(challenger.version))
-    assert verdict.champion is not None and verdict.champion_kind == "baseline" and verdict.champion_version is None
-    assert verdict.champion_note is not None and "could not be scored" in verdict.champion_note
-    assert verdict.champion_note in reg.model_version(str(challenger.version)).description
+    assert (
+        verdict.production is not None and verdict.production_kind == "baseline" and verdict.production_version is None
+    )
+    assert verdict.production_note is not None and "could not be scored" in verdict.production_note
+    assert verdict.production_note in reg.model_version(str(challenger.version)).description
 
 
 def test_mlflow_down_fails_before_training_and_registers_nothing(trained_settings: Settings) -> None:
@@ -161,7 +163,7 @@ def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Sett
     versions = reg.versions()
     assert len(versions) == before + 1, "the DAG registered exactly one new version"
     newest = max(versions, key=lambda v: int(v.version))
-    assert newest.tags.get("promotion_verdict") in {"promote", "keep_champion"}
+    assert newest.tags.get("promotion_verdict") in {"promote", "keep_production"}
 
 
 def test_live_evaluation_rolls_a_production_model_that_is_worse_than_persistence_back(

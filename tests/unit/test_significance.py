@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tickcast.model.evaluation import diebold_mariano
-from tickcast.validation.gate import MIN_EVAL_POINTS, Scores, VsChampion, decide
+from tickcast.validation.gate import MIN_EVAL_POINTS, Scores, VsProduction, decide
 
 
 def s(rmse: float, n: int = 500, p: float | None = None) -> Scores:
@@ -23,7 +23,7 @@ def s(rmse: float, n: int = 500, p: float | None = None) -> Scores:
     )  # fmt: skip
 
 
-SIGNIFICANT = VsChampion(point_pvalue=0.001, interval_pvalue=0.001)
+SIGNIFICANT = VsProduction(point_pvalue=0.001, interval_pvalue=0.001)
 
 
 # --- Diebold-Mariano --------------------------------------------------------------------------------------
@@ -98,12 +98,12 @@ def test_alpha_is_the_configured_threshold() -> None:
 
 
 def test_significance_does_not_excuse_missing_the_margin_over_production() -> None:
-    v = decide(s(0.945, p=0.001), s(1.0), margin=0.01, alpha=0.05, champion=s(0.95), vs_champion=SIGNIFICANT)
+    v = decide(s(0.945, p=0.001), s(1.0), margin=0.01, alpha=0.05, production=s(0.95), vs_production=SIGNIFICANT)
     assert not v.promote and "margin" in v.reason
 
 
 def test_significant_and_beyond_the_margin_is_promoted_over_production() -> None:
-    v = decide(s(0.90, p=0.001), s(1.0), margin=0.01, alpha=0.05, champion=s(0.95), vs_champion=SIGNIFICANT)
+    v = decide(s(0.90, p=0.001), s(1.0), margin=0.01, alpha=0.05, production=s(0.95), vs_production=SIGNIFICANT)
     assert v.promote
 
 

@@ -56,16 +56,18 @@ def verdict_for(result: TrainingResult, bars: pd.DataFrame) -> Any:
         columns={"predicted_close": "challenger", "lower": "challenger_lower", "upper": "challenger_upper"}
     )
     frame = frame.merge(
-        base.rename(columns={"predicted_close": "champion", "lower": "champion_lower", "upper": "champion_upper"}),
+        base.rename(
+            columns={"predicted_close": "production", "lower": "production_lower", "upper": "production_upper"}
+        ),
         on=["symbol", "ts"],
     ).assign(persistence=lambda f: f["last_close"])
     return decide(
         scores_of(frame, "challenger"),
         scores_of(frame, "persistence"),
         margin=0.01,
-        champion=scores_of(frame, "champion"),
-        vs_champion=paired_tests(frame, "challenger", "champion"),
-        champion_kind="baseline",
+        production=scores_of(frame, "production"),
+        vs_production=paired_tests(frame, "challenger", "production"),
+        production_kind="baseline",
     )
 
 

@@ -19,7 +19,7 @@ def _print_verdict(verdict: object) -> None:
     from tickcast.validation.gate import Verdict
 
     assert isinstance(verdict, Verdict)
-    table = Table(title="challenger vs champion vs persistence (held-out minutes unseen by both)")
+    table = Table(title="challenger vs production vs persistence (held-out minutes unseen by both)")
     for col in ("forecaster", "RMSE bp", "MAE $", "MAPE %", "direction %", "n"):
         table.add_column(col, justify="right" if col != "forecaster" else "left")
     for row in verdict.table_rows():
@@ -33,16 +33,16 @@ def _print_verdict(verdict: object) -> None:
     for interval_row in verdict.interval_rows():
         intervals.add_row(*interval_row)
     console.print(intervals)
-    if verdict.vs_champion is not None:
-        interval_p = verdict.vs_champion.interval_pvalue
+    if verdict.vs_production is not None:
+        interval_p = verdict.vs_production.interval_pvalue
         console.print(
-            f"Diebold-Mariano p vs champion: point {verdict.vs_champion.point_pvalue:.4f}, interval score "
+            f"Diebold-Mariano p vs production: point {verdict.vs_production.point_pvalue:.4f}, interval score "
             + ("-" if interval_p is None else f"{interval_p:.4f}")
         )
     colour = "green" if verdict.promote else "yellow"
-    console.print(f"[{colour}]{'PROMOTE' if verdict.promote else 'KEEP CHAMPION'}[/{colour}]: {verdict.reason}")
-    if verdict.champion_note:
-        console.print(f"champion: {verdict.champion_note}")
+    console.print(f"[{colour}]{'PROMOTE' if verdict.promote else 'KEEP PRODUCTION'}[/{colour}]: {verdict.reason}")
+    if verdict.production_note:
+        console.print(f"production: {verdict.production_note}")
 
 
 @app.command()

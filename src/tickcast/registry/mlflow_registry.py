@@ -255,7 +255,7 @@ class Registry:
     def record_verdict(self, version: str, verdict: Verdict) -> None:
         self._client.update_model_version(self.name, version, description=verdict.description())
         self._client.set_model_version_tag(
-            self.name, version, PROMOTION_VERDICT, "promote" if verdict.promote else "keep_champion"
+            self.name, version, PROMOTION_VERDICT, "promote" if verdict.promote else "keep_production"
         )
         self._client.set_model_version_tag(self.name, version, SKILL_VS_PERSISTENCE, f"{verdict.skill:.6f}")
         numbers = verdict.gate_metrics()

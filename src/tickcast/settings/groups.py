@@ -126,7 +126,7 @@ class MlflowSettings(BaseModel):
     model_name: str = Field("tickcast-lstm-attention", description="registered model name")
     experiment: str = Field("tickcast-retrain", description="MLflow experiment of the retrain runs")
     promotion_margin: float = Field(
-        0.01, ge=0, lt=1, description="a challenger must have RMSE < champion RMSE x (1 - margin) to be promoted"
+        0.01, ge=0, lt=1, description="a challenger must have RMSE < production RMSE x (1 - margin) to be promoted"
     )
     promotion_alpha: float = Field(
         0.05, gt=0, lt=1, description="significance level of the gate's Diebold-Mariano tests (point and interval)"

@@ -1,4 +1,4 @@
-"""The promotion gate: may the challenger replace the champion? Pure logic, no MLflow calls.
+"""The promotion gate: may the challenger replace the production? Pure logic, no MLflow calls.
 
 Rule (ARCHITECTURE, "Promotion"; decision 0052): on the same most-recent held-out window, each model scored
 with its OWN preprocessing, the challenger is promoted only if
@@ -8,15 +8,15 @@ with its OWN preprocessing, the challenger is promoted only if
 3. it beats persistence ("next close = last close") on point RMSE, significantly (one-sided
    Diebold-Mariano test on squared errors, p < alpha — on a random walk a model "beats" persistence by
    luck about half the time);
-4. it beats the champion (``production``, the baseline at least) on point RMSE by the configured margin
+4. it beats the production (``production``, the baseline at least) on point RMSE by the configured margin
    AND significantly (Diebold-Mariano on squared errors, p < alpha);
-5. it beats the champion on the interval score (lower mean interval score, in bp of the last close, at the
+5. it beats the production on the interval score (lower mean interval score, in bp of the last close, at the
    served level) AND significantly (Diebold-Mariano on the per-minute interval scores, p < alpha).
 
-Against a baseline champion rules 3 and 4 ask the same question (its point forecast is persistence).
-The window must be unseen by BOTH models: the champion is scored only on minutes after the end of its
-own training data, so it is never judged on data it has learnt. When there is no champion, or the
-champion cannot be scored (its artifacts do not load, or too few unseen minutes remain), the
+Against a baseline production rules 3 and 4 ask the same question (its point forecast is persistence).
+The window must be unseen by BOTH models: the production is scored only on minutes after the end of its
+own training data, so it is never judged on data it has learnt. When there is no production, or the
+production cannot be scored (its artifacts do not load, or too few unseen minutes remain), the
 challenger is judged against persistence alone (rules 1-3) and the reason is recorded in the verdict.
 """
 
@@ -61,11 +61,11 @@ class Scores:
 
 
 @dataclass(frozen=True)
-class VsChampion:
-    """One-sided Diebold-Mariano p-values of the challenger against the champion on the same minutes."""
+class VsProduction:
+    """One-sided Diebold-Mariano p-values of the challenger against the production on the same minutes."""
 
     point_pvalue: float  # squared errors
-    interval_pvalue: float | None  # interval scores; None when the champion has no interval
+    interval_pvalue: float | None  # interval scores; None when the production has no interval
 
 
 @dataclass(frozen=True)
@@ -73,19 +73,19 @@ class Verdict:
     promote: bool
     reason: str
     challenger_version: str | None
-    champion_version: str | None
+    production_version: str | None
     margin: float
     challenger: Scores
     persistence: Scores
-    champion: Scores | None = None
-    champion_note: str | None = None
+    production: Scores | None = None
+    production_note: str | None = None
     eval_window: tuple[str, str] | None = None
     notes: list[str] = field(default_factory=list)
     level: float = 0.8
     coverage_tolerance: float = COVERAGE_TOLERANCE
-    vs_champion: VsChampion | None = None
+    vs_production: VsProduction | None = None
     challenger_kind: str | None = None
-    champion_kind: str | None = None
+    production_kind: str | None = None
 
     @property
     def skill(self) -> float:
@@ -98,9 +98,9 @@ class Verdict:
         return d
 
     def gate_metrics(self) -> dict[str, float]:
-        """The verdict's numbers for MLflow: ``gate_*`` (challenger, champion, persistence; p-values; promote)."""
+        """The verdict's numbers for MLflow: ``gate_*`` (challenger, production, persistence; p-values; promote)."""
         out: dict[str, float] = {"gate_promote": float(self.promote), "gate_skill": self.skill}
-        for role, sc in (("", self.challenger), ("champion_", self.champion), ("persistence_", self.persistence)):
+        for role, sc in (("", self.challenger), ("production_", self.production), ("persistence_", self.persistence)):
             if sc is None:
                 continue
             out[f"gate_{role}rmse_bp"] = sc.rmse
@@ -109,10 +109,10 @@ class Verdict:
                 out[f"gate_{role}interval_score_bp"] = sc.interval_score
         if self.challenger.pvalue_vs_persistence is not None:
             out["gate_dm_p_vs_persistence"] = self.challenger.pvalue_vs_persistence
-        if self.vs_champion is not None:
-            out["gate_dm_p_point"] = self.vs_champion.point_pvalue
-            if self.vs_champion.interval_pvalue is not None:
-                out["gate_dm_p_interval"] = self.vs_champion.interval_pvalue
+        if self.vs_production is not None:
+            out["gate_dm_p_point"] = self.vs_production.point_pvalue
+            if self.vs_production.interval_pvalue is not None:
+                out["gate_dm_p_interval"] = self.vs_production.interval_pvalue
         return out
 
     def table_rows(self) -> list[tuple[str, str, str, str, str, str]]:
@@ -127,8 +127,8 @@ class Verdict:
             return role + (f" v{version}" if version else "") + (f" ({kind})" if kind else "")
 
         rows = [(label("challenger", self.challenger_version, self.challenger_kind), self.challenger)]
-        if self.champion is not None:
-            rows.append((label("champion", self.champion_version, self.champion_kind), self.champion))
+        if self.production is not None:
+            rows.append((label("production", self.production_version, self.production_kind), self.production))
         rows.append(("persistence", self.persistence))
         return rows
 
@@ -142,7 +142,7 @@ class Verdict:
 
     def description(self) -> str:
         """Text for the model version's description in the registry."""
-        lines = [f"Promotion verdict: {'PROMOTE' if self.promote else 'KEEP CHAMPION'} — {self.reason}"]
+        lines = [f"Promotion verdict: {'PROMOTE' if self.promote else 'KEEP PRODUCTION'} — {self.reason}"]
         if self.eval_window:
             lines.append(f"Evaluation window (unseen by both): {self.eval_window[0]} .. {self.eval_window[1]}")
         lines.append(f"Margin: {self.margin:.3f}; skill vs persistence: {self.skill:+.4f}")
@@ -150,12 +150,14 @@ class Verdict:
             lines.append(
                 f"Diebold-Mariano p-value, challenger vs persistence: {self.challenger.pvalue_vs_persistence:.4f}"
             )
-        if self.vs_champion is not None:
-            lines.append(f"Diebold-Mariano p-value, challenger vs champion, point: {self.vs_champion.point_pvalue:.4f}")
-            if self.vs_champion.interval_pvalue is not None:
+        if self.vs_production is not None:
+            lines.append(
+                f"Diebold-Mariano p-value, challenger vs production, point: {self.vs_production.point_pvalue:.4f}"
+            )
+            if self.vs_production.interval_pvalue is not None:
                 lines.append(
-                    "Diebold-Mariano p-value, challenger vs champion, interval score: "
-                    f"{self.vs_champion.interval_pvalue:.4f}"
+                    "Diebold-Mariano p-value, challenger vs production, interval score: "
+                    f"{self.vs_production.interval_pvalue:.4f}"
                 )
         for name, rmse, mae, mape, direction, n in self.table_rows():
             lines.append(f"- {name}: RMSE {rmse} bp, MAE {mae}, MAPE {mape} %, direction {direction} %, n {n}")
@@ -164,8 +166,8 @@ class Verdict:
         )
         for name, cov, score, width in self.interval_rows():
             lines.append(f"- {name}: coverage {cov} %, interval score {score} bp, mean width {width} bp")
-        if self.champion_note:
-            lines.append(f"Champion: {self.champion_note}")
+        if self.production_note:
+            lines.append(f"Production: {self.production_note}")
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -178,35 +180,35 @@ def decide(
     alpha: float = 0.05,
     level: float = 0.8,
     coverage_tolerance: float = COVERAGE_TOLERANCE,
-    champion: Scores | None = None,
-    vs_champion: VsChampion | None = None,
-    champion_note: str | None = None,
+    production: Scores | None = None,
+    vs_production: VsProduction | None = None,
+    production_note: str | None = None,
     challenger_version: str | None = None,
-    champion_version: str | None = None,
+    production_version: str | None = None,
     challenger_kind: str | None = None,
-    champion_kind: str | None = None,
+    production_kind: str | None = None,
     eval_window: tuple[str, str] | None = None,
 ) -> Verdict:
-    """Apply the gate (module docstring). ``champion`` None: no champion, or it could not be scored
-    (see ``champion_note``); with a champion, ``vs_champion`` holds the paired tests."""
+    """Apply the gate (module docstring). ``production`` None: no production, or it could not be scored
+    (see ``production_note``); with a production, ``vs_production`` holds the paired tests."""
 
     def verdict(promote: bool, reason: str) -> Verdict:
         return Verdict(
             promote=promote,
             reason=reason,
             challenger_version=challenger_version,
-            champion_version=champion_version,
+            production_version=production_version,
             margin=margin,
             challenger=challenger,
             persistence=persistence,
-            champion=champion,
-            champion_note=champion_note,
+            production=production,
+            production_note=production_note,
             eval_window=eval_window,
             level=level,
             coverage_tolerance=coverage_tolerance,
-            vs_champion=vs_champion,
+            vs_production=vs_production,
             challenger_kind=challenger_kind,
-            champion_kind=champion_kind,
+            production_kind=production_kind,
         )
 
     if challenger.n < MIN_EVAL_POINTS:
@@ -228,47 +230,47 @@ def decide(
             f"beats persistence by {1 - challenger.rmse / persistence.rmse:.2%}, but not significantly "
             f"(Diebold-Mariano p = {p:.3f} ≥ {alpha}); indistinguishable from luck",
         )
-    if champion is None:
-        why = champion_note or "no champion yet"
+    if production is None:
+        why = production_note or "no production yet"
         return verdict(True, f"beats persistence by {1 - challenger.rmse / persistence.rmse:.2%}; {why}")
-    bar = champion.rmse * (1 - margin)
+    bar = production.rmse * (1 - margin)
     if not challenger.rmse < bar:
         return verdict(
             False,
-            f"does not beat the champion by the margin (RMSE {challenger.rmse:.3f} bp ≥ {bar:.3f} = "
-            f"{champion.rmse:.3f} × (1 − {margin}))",
+            f"does not beat the production by the margin (RMSE {challenger.rmse:.3f} bp ≥ {bar:.3f} = "
+            f"{production.rmse:.3f} × (1 − {margin}))",
         )
-    if vs_champion is None:
-        return verdict(False, "no paired test against the champion was computed; cannot judge significance")
-    if not vs_champion.point_pvalue < alpha:
+    if vs_production is None:
+        return verdict(False, "no paired test against the production was computed; cannot judge significance")
+    if not vs_production.point_pvalue < alpha:
         return verdict(
             False,
-            f"beats the champion's RMSE by {1 - challenger.rmse / champion.rmse:.2%}, but not significantly "
-            f"(Diebold-Mariano p = {vs_champion.point_pvalue:.3f} ≥ {alpha})",
+            f"beats the production's RMSE by {1 - challenger.rmse / production.rmse:.2%}, but not significantly "
+            f"(Diebold-Mariano p = {vs_production.point_pvalue:.3f} ≥ {alpha})",
         )
-    if champion.interval_score is not None:
-        if not challenger.interval_score < champion.interval_score:
+    if production.interval_score is not None:
+        if not challenger.interval_score < production.interval_score:
             return verdict(
                 False,
-                f"its interval score is no better than the champion's ({challenger.interval_score:.3f} bp ≥ "
-                f"{champion.interval_score:.3f} bp)",
+                f"its interval score is no better than the production's ({challenger.interval_score:.3f} bp ≥ "
+                f"{production.interval_score:.3f} bp)",
             )
-        ip = vs_champion.interval_pvalue
+        ip = vs_production.interval_pvalue
         if ip is None or not ip < alpha:
             shown = "not computed" if ip is None else f"{ip:.3f} ≥ {alpha}"
             return verdict(
                 False,
-                f"its interval score beats the champion's by "
-                f"{1 - challenger.interval_score / champion.interval_score:.2%}, but not significantly "
+                f"its interval score beats the production's by "
+                f"{1 - challenger.interval_score / production.interval_score:.2%}, but not significantly "
                 f"(Diebold-Mariano p {shown})",
             )
     return verdict(
         True,
-        f"beats persistence by {1 - challenger.rmse / persistence.rmse:.2%} and the champion by "
-        f"{1 - challenger.rmse / champion.rmse:.2%} (margin {margin:.1%}) on RMSE"
+        f"beats persistence by {1 - challenger.rmse / persistence.rmse:.2%} and the production by "
+        f"{1 - challenger.rmse / production.rmse:.2%} (margin {margin:.1%}) on RMSE"
         + (
-            f" and by {1 - challenger.interval_score / champion.interval_score:.2%} on the interval score"
-            if champion.interval_score is not None
+            f" and by {1 - challenger.interval_score / production.interval_score:.2%} on the interval score"
+            if production.interval_score is not None
             else ""
         )
         + f"; coverage {challenger.coverage:.1%}",
