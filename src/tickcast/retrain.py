@@ -166,6 +166,11 @@ def ensure_serving(
 
     s = settings or get_settings()
     registry = registry or Registry(s)
+    # MLflow down must fail here in seconds: its client retries for minutes, and `version()` would then read
+    # "no production" and try to deploy a baseline over whatever serves
+    check = getattr(registry, "check_reachable", None)
+    if check is not None:
+        check()
 
     def serving_now() -> Serving | None:
         current = registry.version(PRODUCTION)
