@@ -19,19 +19,14 @@ The conftest network guard refuses IMDS and every Azure host, so nothing here ca
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pandas as pd
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
@@ -41,6 +36,7 @@ from emulators.settings import load_stand_in_settings
 from tests.support.azurite_https import AzuriteHttps, TlsFiles, azurite_https, make_tls
 from tests.support.fake_identity import FakeIdentityEndpoint, decode_jwt_claims
 from tests.support.models import make_bars, write_model
+from tests.support.served import Served
 from tickcast.api.app import create_app as create_api
 from tickcast.azure import _credential, lake_container
 from tickcast.lake.store import Lake
@@ -99,30 +95,6 @@ class ScoreRecorder:
             auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
             self.headers.append(auth.decode("latin-1"))
         await self.app(scope, receive, send)
-
-
-class Served:
-    """An ASGI app served by uvicorn on a free loopback port, in a daemon thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the endpoint stand-in did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture

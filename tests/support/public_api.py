@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pandas as pd
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -16,6 +18,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from emulators.aml_endpoint.app import create_app as create_stand_in
 from tests.support.models import NEEDED, make_bars, write_model
@@ -136,3 +139,45 @@ EARLIER = date(2024, 5, 31)
 
 
 SPY_BARS = NEEDED + 20
+
+
+ERROR_KEYS = {"error", "code", "detail"}
+
+
+@contextmanager
+def api_clients(stand_in: FastAPI, lake: Lake, **defaults: Any) -> Iterator[Callable[..., TestClient]]:
+    """``make(**create_app kwargs)`` -> a started TestClient of the public API on ``lake`` and the stand-in
+    (a fixed clock unless given); every client made is closed on exit."""
+    from tickcast.api.app import create_app
+
+    clients: list[TestClient] = []
+
+    def make(**kwargs: Any) -> TestClient:
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
+        kwargs.setdefault("lake", lake)
+        kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
+        kwargs.setdefault("clock", FixedClock())
+        settings = kwargs.pop("settings", None) or api_settings()
+        client = TestClient(create_app(settings, **kwargs), base_url="http://function")
+        client.__enter__()  # runs the lifespan: the endpoint client opens
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.__exit__(None, None, None)
+
+
+def assert_error(r: httpx.Response, status: int, code: str, *fragments: str) -> dict[str, Any]:
+    """An error answer of the public API: ``status``, a JSON ``{error, code, detail}`` body with ``code``, and
+    each of ``fragments`` in its message."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == ERROR_KEYS and body["code"] == code, body
+    for fragment in fragments:
+        assert fragment in body["error"], (fragment, body["error"])
+    return dict(body)

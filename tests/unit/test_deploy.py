@@ -18,7 +18,6 @@ import copy
 import json
 import math
 import socket
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,11 +28,11 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-import uvicorn
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from emulators.aml_endpoint.app import create_app
 from tests.support.models import SCORE_PY, make_bars, preprocessing_json, write_model
+from tests.support.served import Served
 from tests.support.stand_ins import stand_in_settings
 from tickcast.endpoint.client import EndpointClient, EndpointError
 from tickcast.release.aml import (
@@ -161,7 +160,7 @@ def settings(**serving: Any) -> Settings:
     )
 
 
-class StandIn:
+class StandIn(Served):
     """The real stand-in app served by uvicorn on a free loopback port (in a daemon thread)."""
 
     def __init__(self, tmp: Path) -> None:
@@ -175,25 +174,7 @@ class StandIn:
             score_script=script,
             seed=1,
         )
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> StandIn:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the stand-in did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = self.server.force_exit = True
-        self.thread.join(5)
-        self.sock.close()
+        super().__init__(self.app, force_exit=True)  # do not wait for a sleeping score.py
 
 
 @pytest.fixture

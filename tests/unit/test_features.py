@@ -15,6 +15,7 @@ import pytest
 
 from emulators.yahoo import sessions
 from emulators.yahoo.synthetic import SyntheticMarket
+from tests.support.synthetic import session_bars
 from tickcast.features.indicators import (
     FEATURES,
     LOOKBACK,
@@ -37,20 +38,8 @@ MIN = pd.Timedelta(minutes=1)
 
 def lake_bars(symbol: str = "SPY", days: list[date] = DAYS, market: SyntheticMarket = MARKET) -> pd.DataFrame:
     """Lake-schema bars of ``symbol`` for whole sessions ``days``."""
-    start, end = sessions.session_open(days[0]), sessions.session_close(days[-1])
-    b = market.bars(symbol, start, end, now=end + 86_400)
-    return pd.DataFrame(
-        {
-            "symbol": symbol,
-            "ts": pd.to_datetime(b.ts, unit="s", utc=True).astype("datetime64[s, UTC]"),
-            "open": b.open,
-            "high": b.high,
-            "low": b.low,
-            "close": b.close,
-            "volume": b.volume,
-            "source": "synthetic",
-            "ingested_at": pd.Timestamp("2024-03-07", tz="UTC"),
-        }
+    return session_bars(market, symbol, days).assign(
+        source="synthetic", ingested_at=pd.Timestamp("2024-03-07", tz="UTC")
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 from emulators.yahoo import sessions
 from emulators.yahoo.synthetic import SyntheticMarket
 from tests.support.models import GAIN, WINDOW, handmade_onnx
+from tests.support.synthetic import session_bars
 from tickcast.features.indicators import LOOKBACK, compute_features
 from tickcast.features.windows import make_windows
 from tickcast.model.predictor import MODEL_FILE, PREPROCESSING_FILE, NotEnoughBars, Predictor, UnknownSymbol
@@ -25,12 +26,7 @@ MARKET = SyntheticMarket(5, SYMBOLS, default_phi=0.3, null_fraction=0.0)
 
 
 def lake_bars(symbol: str) -> pd.DataFrame:
-    start, end = sessions.session_open(DAYS[0]), sessions.session_close(DAYS[-1])
-    b = MARKET.bars(symbol, start, end, now=end + 86_400)
-    ts = pd.to_datetime(b.ts, unit="s", utc=True).astype("datetime64[s, UTC]")
-    return pd.DataFrame(
-        {"symbol": symbol, "ts": ts, "open": b.open, "high": b.high, "low": b.low, "close": b.close, "volume": b.volume}
-    )
+    return session_bars(MARKET, symbol, DAYS)
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,9 @@ from tests.support.public_api import (
     SYMBOLS,
     FixedClock,
     MemoryContainer,
+    api_clients,
     api_settings,
+    assert_error,
     filled_lake,
     make_stand_in,
     session_frame,
@@ -61,7 +63,6 @@ from tickcast.settings import PROJECT_ROOT, load_settings
 
 SUB_KEY = "test-subscription-key"
 FUNCTION_DIR = PROJECT_ROOT / "cloud" / "function"
-ERROR_KEYS = {"error", "code", "detail"}
 
 
 # --- test doubles ---------------------------------------------------------------------------------------
@@ -108,22 +109,8 @@ def lake() -> Lake:
 
 @pytest.fixture
 def make_api(stand_in: FastAPI, lake: Lake) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**kwargs: Any) -> TestClient:
-        kwargs.setdefault("lake", lake)
-        kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
-        kwargs.setdefault("clock", FixedClock())
-        kwargs.setdefault("prediction_sink", PredictionLog(MemoryContainer()).append)  # type: ignore[arg-type]
-        settings = kwargs.pop("settings", None) or api_settings()
-        client = TestClient(create_app(settings, **kwargs), base_url="http://function")
-        client.__enter__()  # runs the lifespan: the endpoint client opens
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    with api_clients(stand_in, lake, prediction_sink=PredictionLog(MemoryContainer()).append) as make:
+        yield make
 
 
 @pytest.fixture
@@ -137,16 +124,6 @@ def latest_spy_bars(lake: Lake) -> list[dict[str, Any]]:
         {"ts": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "open": o, "high": h, "low": lo, "close": c, "volume": v}
         for t, o, h, lo, c, v in frame[["ts", "open", "high", "low", "close", "volume"]].itertuples(index=False)
     ]
-
-
-def assert_error(r: httpx.Response, status: int, code: str, *fragments: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == ERROR_KEYS and body["code"] == code, body
-    for fragment in fragments:
-        assert fragment in body["error"], (fragment, body["error"])
-    return dict(body)
 
 
 # --- predictions ----------------------------------------------------------------------------------------

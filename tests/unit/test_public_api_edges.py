@@ -21,11 +21,14 @@ from tests.support.models import NEEDED, make_bars
 from tests.support.public_api import (
     AFTER_CLOSE,
     EARLIER,
+    ERROR_KEYS,
     LATEST,
     SPY_BARS,
     FixedClock,
     MemoryContainer,
+    api_clients,
     api_settings,
+    assert_error,
     filled_lake,
     make_stand_in,
 )
@@ -34,8 +37,6 @@ from tickcast.api.freshness import SourceClock, WallClock, make_clock
 from tickcast.lake.store import Lake, day_path
 from tickcast.market.sessions import is_session_day, regular_session
 from tickcast.settings import Settings
-
-ERROR_KEYS = {"error", "code", "detail"}
 
 
 @pytest.fixture(scope="module")
@@ -50,36 +51,13 @@ def lake() -> Lake:
 
 @pytest.fixture
 def make_api(stand_in: FastAPI, lake: Lake) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(**kwargs: Any) -> TestClient:
-        kwargs.setdefault("lake", lake)
-        kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
-        kwargs.setdefault("clock", FixedClock())
-        settings = kwargs.pop("settings", None) or api_settings()
-        client = TestClient(create_app(settings, **kwargs), base_url="http://function")
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    with api_clients(stand_in, lake) as make:
+        yield make
 
 
 @pytest.fixture
 def api(make_api: Callable[..., TestClient]) -> TestClient:
     return make_api()
-
-
-def assert_error(r: httpx.Response, status: int, code: str, *fragments: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == ERROR_KEYS and body["code"] == code, body
-    for fragment in fragments:
-        assert fragment in body["error"], (fragment, body["error"])
-    return dict(body)
 
 
 # --- timestamps -----------------------------------------------------------------------------------------
