@@ -13,6 +13,7 @@ import httpx
 
 from tickcast.errors import UnavailableError
 from tickcast.settings import Settings, get_settings
+from tickcast_dev.http import ssl_context
 
 TERMINAL_STATES = {"success", "failed"}
 
@@ -25,7 +26,9 @@ class AirflowClient:
     def __init__(self, settings: Settings | None = None, token: str | None = None, timeout_s: float = 60.0) -> None:
         s = settings or get_settings()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=f"{s.airflow_url}/api/v2", headers=headers, timeout=timeout_s)
+        self._http = httpx.Client(
+            base_url=f"{s.airflow_url}/api/v2", headers=headers, timeout=timeout_s, verify=ssl_context()
+        )
 
     def close(self) -> None:
         self._http.close()

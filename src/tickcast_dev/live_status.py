@@ -34,12 +34,14 @@ def live_view(settings: Settings) -> LiveView:
 
     from tickcast.model.kinds import LSTM_ATTENTION
     from tickcast.registry.vocabulary import ALIASES, LIVE_EVALUATION, MODEL_KIND, ROLLBACK_REASON
+    from tickcast_dev.http import shared as shared_http
+    from tickcast_dev.http import ssl_context
 
     view = LiveView()
     # MLflow's REST API with a short timeout: its Python client retries for minutes when the server is down
     url = f"{settings.mlflow_tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias"
     try:
-        with httpx.Client(timeout=TIMEOUT_S) as http:
+        with httpx.Client(timeout=TIMEOUT_S, verify=ssl_context()) as http:
             for alias in ALIASES:
                 r = http.get(url, params={"name": settings.mlflow.model_name, "alias": alias})
                 if r.status_code in (400, 404):  # no such alias (or model) yet
@@ -59,7 +61,7 @@ def live_view(settings: Settings) -> LiveView:
     except Exception as err:
         view.problems.append(f"mlflow: unreachable ({type(err).__name__}: {str(err)[:160]})")
     try:
-        health = httpx.get(f"{settings.function_url.rstrip('/')}/api/health", timeout=TIMEOUT_S)
+        health = shared_http().get(f"{settings.function_url.rstrip('/')}/api/health", timeout=TIMEOUT_S)
         health.raise_for_status()
         view.prediction_log = dict(health.json().get("prediction_log") or {})
     except Exception as err:

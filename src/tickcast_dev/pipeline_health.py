@@ -32,6 +32,7 @@ import httpx
 
 from tickcast.settings import Settings
 from tickcast_dev.airflow_client import AirflowClient
+from tickcast_dev.http import shared as shared_http
 
 __all__ = [
     "LAG_WINDOW_S",
@@ -166,7 +167,7 @@ def market_session(settings: Settings, timeout_s: float = 2.0) -> MarketSession:
     ``currentTradingPeriod.regular``); the wall clock and no session when the source does not answer."""
     symbol = settings.symbols[0]
     try:
-        r = httpx.get(
+        r = shared_http().get(
             f"{settings.yahoo_base_url}/v8/finance/chart/{symbol}",
             params={"interval": "1m", "range": "1d"},
             timeout=timeout_s,

@@ -220,15 +220,22 @@ def test_every_port_the_stack_opens_is_on_loopback_and_airflow_uses_the_configur
 
     if stack_flavour()[0] != "processes":
         pytest.skip("containers publish on loopback (tests/unit/test_compose.py); here: the processes")
-    pids = {p.pid for p in stack_processes(Supervisor(stack))}
-    listening = [
-        (c.pid, c.laddr.ip, c.laddr.port)
-        for c in psutil.net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN and c.pid in pids
-    ]
+    s = stack.stack
+    expected = {s.airflow_port, s.airflow_health_port, s.airflow_log_server_port, s.postgres_port}
+    # Airflow's task log server starts a little after its API server (airflow_launcher.AFTER_API): poll for it
+    deadline = time.monotonic() + 30
+    while True:
+        pids = {p.pid for p in stack_processes(Supervisor(stack))}
+        listening = [
+            (c.pid, c.laddr.ip, c.laddr.port)
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids
+        ]
+        ports = {port for _, _, port in listening}
+        if expected <= ports or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert listening
     assert [x for x in listening if x[1] not in ("127.0.0.1", "::1")] == []
-    ports = {port for _, _, port in listening}
-    s = stack.stack
-    assert {s.airflow_port, s.airflow_health_port, s.airflow_log_server_port, s.postgres_port} <= ports
+    assert expected <= ports
     assert not {8793, 8794, 8974} & ports, "Airflow's default ports would collide with a second stack"

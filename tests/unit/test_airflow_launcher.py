@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from importlib.metadata import version
 from pathlib import Path
+
+import pytest
 
 from tickcast.settings import load_settings
 from tickcast_dev.stack.airflow_launcher import AFTER_API, STAMP, _stamp_matches, components
@@ -33,9 +36,29 @@ def test_components_log_server_on_loopback_and_no_triggerer_unless_asked() -> No
     started = components(s)
     assert set(started) == {"api-server", "dag-processor", "scheduler", "log-server"}
     assert set(AFTER_API) == {"log-server"}, "only the log server waits in the launcher"
+    for name in ("api-server", "dag-processor"):
+        assert started[name][-3:] == ["--run", "--", name], "every component starts GC-tuned through the launcher"
     log_server = " ".join(started["log-server"])
     assert "host='127.0.0.1'" in log_server and "port=41234" in log_server
     scheduler = started["scheduler"]
     assert scheduler[-2:] == ["scheduler", "--skip-serve-logs"] and "127.0.0.1:41235" in scheduler
     with_triggerer = components(load_settings(_env_file=None, airflow={"triggerer": True}))
     assert with_triggerer["triggerer"][-2:] == ["triggerer", "--skip-serve-logs"]
+
+
+def test_gc_tuning_raises_the_start_up_threshold_and_settles_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from tickcast_dev.stack import airflow_launcher
+
+    monkeypatch.setattr(airflow_launcher, "GC_SETTLE_S", 0.05)
+    default = gc.get_threshold()
+    try:
+        airflow_launcher.tune_gc()
+        assert gc.get_threshold() == airflow_launcher.GC_START_THRESHOLD
+        deadline = time.monotonic() + 5
+        while gc.get_threshold() != default and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gc.get_threshold() == default
+    finally:
+        gc.set_threshold(*default)

@@ -14,11 +14,12 @@ Every check is one short attempt returning ``(healthy, detail)``; callers poll w
 from __future__ import annotations
 
 import subprocess
-import threading
 from datetime import datetime
 from typing import Any
 
 import httpx
+
+from tickcast_dev.http import shared as shared_http
 
 CLOCK_SKEW_S = 1.0  # heartbeats are written by other processes: allow this much before `since`
 
@@ -60,23 +61,10 @@ def _stale_heartbeats(body: dict[str, Any], keys: list[str], since: float) -> li
     return stale
 
 
-_client: httpx.Client | None = None
-_client_lock = threading.Lock()
-
-
-def _http() -> httpx.Client:
-    """One client for every check (thread-safe): each ``httpx.get`` would build and load a TLS context anew."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = httpx.Client()
-        return _client
-
-
 def _check_http(ready: dict[str, Any], timeout_s: float, since: float | None = None) -> tuple[bool, str]:
     url = str(ready["http"])
     try:
-        resp = _http().get(url, timeout=timeout_s)
+        resp = shared_http().get(url, timeout=timeout_s)
     except httpx.HTTPError as err:
         return False, f"{type(err).__name__}: {err}"
     wanted = [int(s) for s in ready.get("status", [200])]
