@@ -4,6 +4,7 @@ and bench/serve.py.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -47,7 +48,13 @@ def serving_venv() -> Path:
     if uv is None:
         pytest.skip("cannot build the AML serving venv: uv not found (run ./just once, or put uv on PATH)")
     venv = get_settings().stack.resolved_cache() / "venvs" / "aml-serving"
-    stamp = stamp_of(REQUIREMENTS)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel test worker may be building it right now
+        return _build_or_reuse(uv, venv, stamp_of(REQUIREMENTS))
+
+
+def _build_or_reuse(uv: str, venv: Path, stamp: str) -> Path:
     if (venv / STAMP).is_file() and (venv / STAMP).read_text().strip() == stamp and (venv / "bin/azmlinfsrv").exists():
         return venv
     shutil.rmtree(venv, ignore_errors=True)  # built in place (venv scripts embed their path); stamped last
