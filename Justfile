@@ -31,9 +31,11 @@ down: _bootstrap
 status: _bootstrap
     {{bin}}/tickcast status
 
-# the whole test suite: unit, then integration (starts its own stack on free ports); what CI runs
+# the whole test suite (what CI runs): one worker per core (pytest-xdist); the integration tests run in order
+# on one worker against their own stack (free ports), the unit tests on the others a module at a time
+# (tests/conftest.py); `just test -n 0` runs everything in one process, unit tests first
 test *args: _bootstrap
-    {{bin}}/pytest tests/unit tests/integration {{args}}
+    {{bin}}/pytest tests/unit tests/integration -n auto --dist loadgroup {{args}}
 
 # the quick tier (<= 30 s): unit tests without the `slow` (TensorFlow trainings, real installs) and
 # `cloud_tools` (checkov / Azure SDK tool venvs, check-jsonschema) markers; no services; one pytest

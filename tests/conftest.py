@@ -14,6 +14,11 @@ Test tiers (markers in pyproject.toml; `./just test-fast` runs what carries none
 the checkov / Azure SDK tool venv (the ``tool_python`` fixture) are set here, by location and
 fixture use; ``slow`` (TensorFlow trainings, real installs, Airflow's DAG parse) and the other
 ``cloud_tools`` tests carry the mark in their module.
+
+Parallel runs (``./just test``: pytest-xdist ``--dist loadgroup``): every integration test is in one
+``xdist_group`` ("stack"), so one worker starts the one private stack and runs them in order, while the
+other workers take the unit tests a module at a time (each unit module is its own group, so its
+module-scoped fixtures — trained models, tool venvs — are built once, not once per worker).
 """
 
 from __future__ import annotations
@@ -95,6 +100,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.xdist_group("stack"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
         if "tool_python" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cloud_tools)
 

@@ -64,7 +64,9 @@ def stack() -> Iterator[Settings]:
         _env_file=None,
         stack={"home": home, "start_timeout_s": 240, **ports},
         airflow={"unpause": []},  # the test stack runs DAGs only when a test triggers them
-        ingest={"repair_every_polls": 1},  # the fault drills wait for the lake's holes to be repaired
+        # the fault drills wait for the lake's holes to be repaired (every poll) and for ingest runs to end (a
+        # 15 s slice instead of 45 s: a drill's triggered run queues behind a scheduled one for less)
+        ingest={"repair_every_polls": 1, "consume_slice_s": 15},
     )
     os.environ.update(settings.to_env())
     get_settings.cache_clear()

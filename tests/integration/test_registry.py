@@ -153,19 +153,6 @@ def test_mlflow_down_fails_before_training_and_registers_nothing(trained_setting
     assert len(reg.versions()) == count
 
 
-def test_retrain_dag_runs_with_dag_test_against_the_stack(trained_settings: Settings) -> None:
-    from tests.support.stack import run_dag_test
-    from tickcast.registry.mlflow_registry import Registry
-
-    reg = Registry(trained_settings)
-    before = len(reg.versions())
-    run_dag_test(trained_settings, "retrain.py", "retrain_dag", timeout_s=400)
-    versions = reg.versions()
-    assert len(versions) == before + 1, "the DAG registered exactly one new version"
-    newest = max(versions, key=lambda v: int(v.version))
-    assert newest.tags.get("promotion_verdict") in {"promote", "keep_production"}
-
-
 def test_live_evaluation_rolls_a_production_model_that_is_worse_than_persistence_back(
     trained_settings: Settings,
 ) -> None:

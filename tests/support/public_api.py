@@ -104,7 +104,9 @@ def filled_lake() -> Lake:
 
 def api_settings(**overrides: Any) -> Settings:
     # the wall clock, and no stale-data refusal: the lake's bars are from 2024 (tests/unit/test_public_api_edges.py
-    # drives data age and staleness with its own clocks)
+    # drives data age and staleness with its own clocks). No prediction log unless a test asks for one (and gives
+    # it a sink): the default sink is the Blob lake of the default settings, which a unit test must not write to
+    # (a developer's running stack) and whose unreachable address held every app's shutdown for 5 s.
     serving = {
         "endpoint_key": KEY,
         "endpoint_url": "http://endpoint",
@@ -112,7 +114,8 @@ def api_settings(**overrides: Any) -> Settings:
         "max_data_age_s": 0,
         **overrides.pop("serving", {}),
     }
-    return load_settings(_env_file=None, symbols=SYMBOLS, serving=serving, **overrides)
+    evaluation = {"log_predictions": False, **overrides.pop("evaluation", {})}
+    return load_settings(_env_file=None, symbols=SYMBOLS, serving=serving, evaluation=evaluation, **overrides)
 
 
 def make_stand_in(state_dir: Path, *, settings: Settings | None = None) -> FastAPI:
@@ -158,7 +161,8 @@ def api_clients(stand_in: FastAPI, lake: Lake, **defaults: Any) -> Iterator[Call
         kwargs.setdefault("lake", lake)
         kwargs.setdefault("endpoint_transport", httpx.ASGITransport(app=stand_in))
         kwargs.setdefault("clock", FixedClock())
-        settings = kwargs.pop("settings", None) or api_settings()
+        logged = kwargs.get("prediction_sink") is not None  # a sink given: the test is about the prediction log
+        settings = kwargs.pop("settings", None) or api_settings(evaluation={"log_predictions": logged})
         client = TestClient(create_app(settings, **kwargs), base_url="http://function")
         client.__enter__()  # runs the lifespan: the endpoint client opens
         clients.append(client)

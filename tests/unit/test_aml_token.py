@@ -190,6 +190,7 @@ def client_settings(**aml: Any) -> Settings:
         storage={"account_url": "https://lake.blob.core.windows.net"},
         serving={"endpoint_url": "http://endpoint/score"},
         aml={**AML, "management_url": "http://127.0.0.1:1", **aml},
+        evaluation={"log_predictions": False},  # no Blob lake here: its writer would retry until shutdown's 5 s bound
     )
 
 
