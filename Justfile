@@ -31,11 +31,11 @@ down: _bootstrap
 status: _bootstrap
     {{bin}}/tickcast status
 
-# the whole test suite (what CI runs): one worker per core (pytest-xdist); the integration tests run in order
-# on one worker against their own stack (free ports), the unit tests on the others a module at a time
-# (tests/conftest.py); `just test -n 0` runs everything in one process, unit tests first
+# the whole test suite (what CI runs): one worker per core (pytest-xdist); the end-to-end drills and the other
+# integration tests each run in order on a worker with its own stack (free ports), the unit tests a module at a
+# time on whichever worker is free (tests/conftest.py); `just test -n 0` runs everything in one process
 test *args: _bootstrap
-    {{bin}}/pytest tests/unit tests/integration -n auto --dist loadgroup {{args}}
+    {{bin}}/pytest tests/unit tests/integration -n auto --dist loadgroup --no-loadscope-reorder {{args}}
 
 # the quick tier (<= 30 s): unit tests without the `slow` (TensorFlow trainings, real installs) and
 # `cloud_tools` (checkov / Azure SDK tool venvs, check-jsonschema) markers; no services; one pytest

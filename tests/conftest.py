@@ -15,10 +15,14 @@ the checkov / Azure SDK tool venv (the ``tool_python`` fixture) are set here, by
 fixture use; ``slow`` (TensorFlow trainings, real installs, Airflow's DAG parse) and the other
 ``cloud_tools`` tests carry the mark in their module.
 
-Parallel runs (``./just test``: pytest-xdist ``--dist loadgroup``): every integration test is in one
-``xdist_group`` ("stack"), so one worker starts the one private stack and runs them in order, while the
-other workers take the unit tests a module at a time (each unit module is its own group, so its
-module-scoped fixtures — trained models, tool venvs — are built once, not once per worker).
+Order and parallel runs. In one process the unit tests run first, then the integration tests, with
+``test_end_to_end.py`` last (its drills kill and restart the stack's services). ``./just test`` runs with
+pytest-xdist (``--dist loadgroup --no-loadscope-reorder``): every test gets an ``xdist_group``, which is the unit
+a worker takes whole and runs in order. ``end-to-end`` (test_end_to_end.py) and ``stack`` (the other
+integration tests) are handed out first, each to its own worker, which starts its own private stack (free
+ports, a temporary home), so the drills never kill what the other integration tests use; the unit tests
+follow a module at a time (each module is a group, so its module-scoped fixtures — trained models, tool venvs
+— are built once, not once per worker).
 """
 
 from __future__ import annotations
@@ -95,16 +99,31 @@ class NetworkGuard:
         mp.setattr(socket.socket, "connect_ex", connect_ex)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tiers that follow from where a test lives and what it uses (see the module docstring)."""
+END_TO_END = "test_end_to_end.py"
+
+
+def _group(item: pytest.Item) -> str:
+    if "integration" not in item.path.parts:
+        return item.path.stem
+    return "end-to-end" if item.path.name == END_TO_END else "stack"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tiers that follow from where a test lives and what it uses, put every test in its xdist group,
+    and order them (see the module docstring)."""
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.xdist_group("stack"))
-        else:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
         if "tool_python" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cloud_tools)
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    if workers >= 2:  # xdist workers: the two stacks' groups are handed out first, to two workers
+        rank = {"end-to-end": 0, "stack": 1}
+        items.sort(key=lambda item: rank.get(_group(item), 2))
+    else:
+        items.sort(key=lambda item: _group(item) == "end-to-end")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -110,8 +110,3 @@ def _describe(p: psutil.Process) -> str:
 @pytest.fixture(scope="session")
 def stack_home(stack: Settings) -> Path:
     return stack.stack.resolved_home()
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end module last: its fault drills kill and restart the shared stack's services."""
-    items.sort(key=lambda item: item.nodeid.startswith("tests/integration/test_end_to_end.py"))
