@@ -35,7 +35,7 @@ status: _bootstrap
 # integration tests each run in order on a worker with its own stack (free ports), the unit tests a module at a
 # time on whichever worker is free (tests/conftest.py); `just test -n 0` runs everything in one process
 test *args: _bootstrap
-    {{bin}}/pytest tests/unit tests/integration -n auto --dist loadgroup --no-loadscope-reorder {{args}}
+    {{bin}}/pytest tests/unit tests/integration -n auto --no-loadscope-reorder {{args}}
 
 # the quick tier (<= 30 s): unit tests without the `slow` (TensorFlow trainings, real installs) and
 # `cloud_tools` (checkov / Azure SDK tool venvs, check-jsonschema) markers; no services; one pytest

@@ -17,12 +17,12 @@ fixture use; ``slow`` (TensorFlow trainings, real installs, Airflow's DAG parse)
 
 Order and parallel runs. In one process the unit tests run first, then the integration tests, with
 ``test_end_to_end.py`` last (its drills kill and restart the stack's services). ``./just test`` runs with
-pytest-xdist (``--dist loadgroup --no-loadscope-reorder``): every test gets an ``xdist_group``, which is the unit
-a worker takes whole and runs in order. ``end-to-end`` (test_end_to_end.py) and ``stack`` (the other
-integration tests) are handed out first, each to its own worker, which starts its own private stack (free
-ports, a temporary home), so the drills never kill what the other integration tests use; the unit tests
-follow a module at a time (each module is a group, so its module-scoped fixtures — trained models, tool venvs
-— are built once, not once per worker).
+pytest-xdist (``--no-loadscope-reorder``) and the scheduler below, which gives every test a group
+(:func:`group_of`): the unit a worker takes whole and runs in order. ``end-to-end`` (test_end_to_end.py)
+and ``stack`` (the other integration tests) are handed out first, each to its own worker, which starts its
+own private stack (free ports, a temporary home), so the drills never kill what the other integration
+tests use; the unit tests follow a module at a time (each module is a group, so its module-scoped fixtures
+— trained models, tool venvs — are built once, not once per worker).
 """
 
 from __future__ import annotations
@@ -99,31 +99,42 @@ class NetworkGuard:
         mp.setattr(socket.socket, "connect_ex", connect_ex)
 
 
-END_TO_END = "test_end_to_end.py"
+END_TO_END = "tests/integration/test_end_to_end.py"
 
 
-def _group(item: pytest.Item) -> str:
-    if "integration" not in item.path.parts:
-        return item.path.stem
-    return "end-to-end" if item.path.name == END_TO_END else "stack"
+def group_of(nodeid: str) -> str:
+    """The unit of work a pytest-xdist worker takes whole and runs in order (see the module docstring)."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/integration/"):
+        return "end-to-end" if path == END_TO_END else "stack"
+    return path
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Distribute by :func:`group_of` (xdist's own ``loadgroup`` marks do not reach pytest 9's node ids)."""
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tiers that follow from where a test lives and what it uses, put every test in its xdist group,
-    and order them (see the module docstring)."""
+    """Mark the tiers that follow from where a test lives and what it uses, and order the tests (see the module
+    docstring)."""
     for item in items:
         if "integration" in item.path.parts:
             item.add_marker(pytest.mark.integration)
         if "tool_python" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cloud_tools)
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     if workers >= 2:  # xdist workers: the two stacks' groups are handed out first, to two workers
         rank = {"end-to-end": 0, "stack": 1}
-        items.sort(key=lambda item: rank.get(_group(item), 2))
+        items.sort(key=lambda item: rank.get(group_of(item.nodeid), 2))
     else:
-        items.sort(key=lambda item: _group(item) == "end-to-end")
+        items.sort(key=lambda item: group_of(item.nodeid) == "end-to-end")
 
 
 @pytest.fixture(scope="session", autouse=True)
