@@ -22,7 +22,7 @@ from tickcast.cloud_deploy.control_plane import ArmControlPlane, AzureControlPla
 from tickcast.cloud_deploy.login import CloudDeployError, LoginLostError, _is_auth_error, check_login, login_problem
 from tickcast.cloud_deploy.outputs import output_values, write_outputs
 from tickcast.cloud_deploy.parameters import assemble_parameters, load_json
-from tickcast.cloud_deploy.what_if import _text, render_what_if
+from tickcast.cloud_deploy.what_if import enum_text, render_what_if
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _operation_status(op: Any) -> OperationStatus | None:
         error = f"{getattr(err, 'code', '')}: {getattr(err, 'message', '')}".strip(": ")
     return OperationStatus(
         resource or str(getattr(target, "id", "?")),
-        _text(getattr(props, "provisioning_state", None) or "Unknown"),
+        enum_text(getattr(props, "provisioning_state", None) or "Unknown"),
         getattr(props, "duration", None),
         error,
     )
@@ -360,7 +360,7 @@ class CloudDeployer:
                 if _is_auth_error(err):
                     raise self._login_lost(plan, err) from err
                 raise
-            state = _text(getattr(deployment.properties, "provisioning_state", None) or "Unknown")
+            state = enum_text(getattr(deployment.properties, "provisioning_state", None) or "Unknown")
             operations = self._report(plan, seen) or operations
             if state.lower() in ("succeeded", "failed", "canceled"):
                 break
@@ -393,7 +393,7 @@ class CloudDeployer:
         created: bool,
         t0: float,
     ) -> DeployResult:
-        state = _text(getattr(getattr(result, "properties", None), "provisioning_state", None) or "Failed")
+        state = enum_text(getattr(getattr(result, "properties", None), "provisioning_state", None) or "Failed")
         if failure is not None or state.lower() != "succeeded":
             failed = [f"  {s.resource}: {s.error or s.state}" for s in operations if s.state.lower() == "failed"]
             raise CloudDeployError(
@@ -443,7 +443,7 @@ class CloudDeployer:
                 f"(subscription {self.subscription_id}): run `tickcast deploy-cloud --env {self.env}` first"
             ) from None
         props = getattr(deployment, "properties", None)
-        state = _text(getattr(props, "provisioning_state", None) or "Unknown")
+        state = enum_text(getattr(props, "provisioning_state", None) or "Unknown")
         if state.lower() != "succeeded":
             raise CloudDeployError(f"the last deployment {self.deployment_name} is {state}, not Succeeded")
         outputs = output_values(getattr(props, "outputs", None))

@@ -39,7 +39,7 @@ _SUMMARY_WORDS = {
 _VALUE_CHARS = 100
 
 
-def _text(value: Any) -> str:
+def enum_text(value: Any) -> str:
     """An enum member or a string -> its plain value (``ChangeType.CREATE`` -> ``"Create"``)."""
     return str(getattr(value, "value", value))
 
@@ -53,7 +53,7 @@ def _delta_lines(changes: Iterable[Any], indent: int) -> list[str]:
     lines: list[str] = []
     pad = " " * indent
     for change in sorted(changes, key=lambda c: str(getattr(c, "path", ""))):
-        kind = _text(getattr(change, "property_change_type", ""))
+        kind = enum_text(getattr(change, "property_change_type", ""))
         sym = _PROPERTY_SYMBOLS.get(kind, "?")
         path = getattr(change, "path", "")
         before, after = getattr(change, "before", None), getattr(change, "after", None)
@@ -74,7 +74,7 @@ def _delta_lines(changes: Iterable[Any], indent: int) -> list[str]:
 
 
 def _resource_lines(change: Any, scope: str) -> list[str]:
-    kind = _text(getattr(change, "change_type", ""))
+    kind = enum_text(getattr(change, "change_type", ""))
     rid = str(getattr(change, "resource_id", None) or getattr(change, "symbolic_name", None) or "?")
     shown = rid[len(scope) :].lstrip("/") if scope and rid.lower().startswith(scope.lower()) else rid
     shown = shown.removeprefix("providers/")
@@ -96,7 +96,7 @@ def render_what_if(result: Any, scope: str = "") -> str:
     changes = sorted(
         getattr(result, "changes", None) or [],
         key=lambda c: (
-            order.index(_text(c.change_type)) if _text(c.change_type) in order else len(order),
+            order.index(enum_text(c.change_type)) if enum_text(c.change_type) in order else len(order),
             str(c.resource_id or ""),
         ),
     )
@@ -112,10 +112,10 @@ def render_what_if(result: Any, scope: str = "") -> str:
         for change in potential:
             lines.extend(_resource_lines(change, scope))
     for diag in getattr(result, "diagnostics", None) or []:
-        lines.append(f"{_text(getattr(diag, 'level', 'Info'))}: {getattr(diag, 'code', '')} {diag.message}".strip())
+        lines.append(f"{enum_text(getattr(diag, 'level', 'Info'))}: {getattr(diag, 'code', '')} {diag.message}".strip())
     counts: dict[str, int] = {}
     for change in changes:
-        kind = _text(change.change_type)
+        kind = enum_text(change.change_type)
         counts[kind] = counts.get(kind, 0) + 1
     summary = ", ".join(f"{counts[k]} {_SUMMARY_WORDS[k]}" for k in order if counts.get(k))
     lines += ["", f"Resource changes: {summary or 'none'}."]
