@@ -63,8 +63,7 @@ def window(bars: pd.DataFrame, day: Any, *, lstm: bool) -> dict[str, Any]:
     from tickcast.model import baseline, evaluation
     from tickcast.model.predictor import Predictor
     from tickcast.model.training import NotEnoughData, train
-    from tickcast.retrain import paired_tests, scores_of
-    from tickcast.validation.gate import decide
+    from tickcast.retrain import judge_frame
 
     cfg = load_settings(_env_file=None)
     start = pd.Timestamp(day).tz_localize("UTC")
@@ -91,17 +90,7 @@ def window(bars: pd.DataFrame, day: Any, *, lstm: bool) -> dict[str, Any]:
                 ),
                 on=["symbol", "ts"],
             )
-            frame = frame.assign(persistence=frame["last_close"])
-            v = decide(
-                scores_of(frame, "challenger", LEVEL),
-                scores_of(frame, "persistence", LEVEL),
-                margin=cfg.mlflow.promotion_margin,
-                alpha=cfg.mlflow.promotion_alpha,
-                level=LEVEL,
-                production=scores_of(frame, "production", LEVEL),
-                vs_production=paired_tests(frame, "challenger", "production", LEVEL),
-                production_kind="baseline",
-            )
+            v = judge_frame(frame, cfg.model_copy(update={"interval_level": LEVEL}), production_kind="baseline")
             verdict = ("PROMOTE: " if v.promote else "KEEP BASELINE: ") + v.reason
             if v.promote:
                 production = Predictor(result.onnx_model, result.preprocessing)

@@ -275,7 +275,6 @@ def judge(
     from tickcast.model.predictor import Predictor
     from tickcast.registry.mlflow_registry import Registry, RegistryError
     from tickcast.registry.vocabulary import CHALLENGER, PRODUCTION
-    from tickcast.validation.gate import decide
 
     s = settings or get_settings()
     level = s.interval_level
@@ -344,25 +343,55 @@ def judge(
             bf[["symbol", "ts", "production", "production_lower", "production_upper"]], on=["symbol", "ts"], how="inner"
         )
         production_version, production_kind = None, BASELINE
-    frame = scored.assign(persistence=scored["last_close"])
-    verdict = decide(
-        scores_of(frame, "challenger", level),
-        scores_of(frame, "persistence", level),
-        margin=s.mlflow.promotion_margin,
-        alpha=s.mlflow.promotion_alpha,
-        level=level,
-        coverage_tolerance=s.mlflow.coverage_tolerance,
-        production=scores_of(frame, "production", level) if len(frame) >= 2 else None,
-        vs_production=paired_tests(frame, "challenger", "production", level) if len(frame) >= 2 else None,
+    verdict = judge_frame(
+        scored,
+        s,
         production_note=production_note,
         challenger_version=version,
         production_version=production_version,
         challenger_kind=challenger.model_kind,
         production_kind=production_kind,
-        eval_window=(frame["ts"].min().isoformat(), frame["ts"].max().isoformat()) if len(frame) else None,
     )
     registry.record_verdict(version, verdict)
     return verdict
+
+
+def judge_frame(
+    frame: pd.DataFrame,
+    settings: Settings,
+    *,
+    production_note: str | None = None,
+    challenger_version: str | None = None,
+    production_version: str | None = None,
+    challenger_kind: str | None = None,
+    production_kind: str | None = None,
+) -> Verdict:
+    """The gate on scored minutes: the one place the settings' thresholds (margin, alpha, interval level,
+    coverage tolerance) reach :func:`tickcast.validation.gate.decide`, for :func:`judge` and the benchmarks.
+
+    ``frame`` has ``ts``, ``next_close``, ``last_close`` and the ``challenger`` and ``production`` forecasts, each
+    with its ``_lower`` / ``_upper`` interval; persistence (the last close) is added here.
+    """
+    from tickcast.validation.gate import decide
+
+    level = settings.interval_level
+    frame = frame.assign(persistence=frame["last_close"])
+    return decide(
+        scores_of(frame, "challenger", level),
+        scores_of(frame, "persistence", level),
+        margin=settings.mlflow.promotion_margin,
+        alpha=settings.mlflow.promotion_alpha,
+        level=level,
+        coverage_tolerance=settings.mlflow.coverage_tolerance,
+        production=scores_of(frame, "production", level) if len(frame) >= 2 else None,
+        vs_production=paired_tests(frame, "challenger", "production", level) if len(frame) >= 2 else None,
+        production_note=production_note,
+        challenger_version=challenger_version,
+        production_version=production_version,
+        challenger_kind=challenger_kind,
+        production_kind=production_kind,
+        eval_window=(frame["ts"].min().isoformat(), frame["ts"].max().isoformat()) if len(frame) else None,
+    )
 
 
 def retrain_cycle(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tickcast.model.evaluation import diebold_mariano
@@ -116,3 +117,43 @@ def test_too_few_evaluation_minutes_are_refused_whatever_the_scores() -> None:
 def test_the_verdict_records_the_p_value_in_its_description() -> None:
     v = decide(s(0.95, p=0.20), s(1.0), margin=0.01, alpha=0.05, challenger_version="4")
     assert "0.2" in v.description()
+
+
+def scored_minutes(challenger_half_width: float, n: int = 400) -> pd.DataFrame:
+    """Minutes where the challenger is far better than persistence and the production (the last close with a
+    realistic interval); the challenger's interval is as wide as asked (wide: it covers nearly every minute)."""
+    rng = np.random.default_rng(1)
+    last = 100 + np.cumsum(rng.normal(0, 0.05, n))
+    actual = last * (1 + rng.normal(0, 0.001, n))
+    challenger = actual + rng.normal(0, 0.01, n)
+    return pd.DataFrame(
+        {
+            "symbol": "X",
+            "ts": pd.date_range("2026-01-05 15:00", periods=n, freq="min", tz="UTC"),
+            "last_close": last,
+            "next_close": actual,
+            "challenger": challenger,
+            "challenger_lower": challenger - challenger_half_width,
+            "challenger_upper": challenger + challenger_half_width,
+            "production": last,
+            "production_lower": last * (1 - 0.0013),
+            "production_upper": last * (1 + 0.0013),
+        }
+    )
+
+
+def test_judge_frame_applies_the_configured_thresholds_to_scored_minutes() -> None:
+    """`judge_frame` is what the retrain gate and the markets benchmark share: the settings reach `decide`."""
+    from tickcast.retrain import judge_frame
+    from tickcast.settings import load_settings
+
+    frame = scored_minutes(challenger_half_width=0.03)  # covers ~100 % of the minutes at a nominal 80 %
+    strict = judge_frame(frame, load_settings(_env_file=None, mlflow={"coverage_tolerance": 0.03}))
+    assert not strict.promote and "not calibrated" in strict.reason
+    lenient = judge_frame(frame, load_settings(_env_file=None, mlflow={"coverage_tolerance": 0.5}))
+    assert lenient.promote, lenient.reason
+    unreachable = judge_frame(
+        frame, load_settings(_env_file=None, mlflow={"coverage_tolerance": 0.5, "promotion_margin": 0.95})
+    )
+    assert not unreachable.promote and unreachable.margin == 0.95
+    assert lenient.eval_window == (frame["ts"].min().isoformat(), frame["ts"].max().isoformat())
