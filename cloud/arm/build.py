@@ -1024,7 +1024,12 @@ MLFLOW_SERVER = " ".join(
 # paths and addresses; a unit test keeps the two in step. New DAGs start unpaused: nothing else would unpause
 # ingest and retrain on the host (the local stack's `unpause_dags` hook does it there). {2} is the MLflow URL,
 # {9} the host's address (ARM format() arguments of custom_data).
+# Its metadata database is PostgreSQL on the host (Ubuntu's package), as in the local stack (decision 0061: SQLite's
+# write lock failed starts and API calls there). Reached over the Unix socket with peer authentication: the service
+# runs as root, the role of that name owns the `airflow` database, and no password exists anywhere.
 AIRFLOW_HOME = "/var/lib/airflow"
+AIRFLOW_DB_ROLE = "root"
+AIRFLOW_DB_URL = "postgresql+psycopg2:///airflow?host=/var/run/postgresql"
 AIRFLOW_CLOUD_ENV: dict[str, str] = {
     "AIRFLOW_HOME": AIRFLOW_HOME,
     "AIRFLOW__CORE__DAGS_FOLDER": "/opt/tickcast/dags",
@@ -1032,7 +1037,7 @@ AIRFLOW_CLOUD_ENV: dict[str, str] = {
     "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__CORE__PARALLELISM": "4",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db?timeout=30",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": AIRFLOW_DB_URL,
     "AIRFLOW__API__HOST": "0.0.0.0",  # reachable from the VNets only (NSG hosts: 8080 from VirtualNetwork)
     "AIRFLOW__API__PORT": "8080",
     "AIRFLOW__API__BASE_URL": "http://{9}:8080",
@@ -1083,7 +1088,7 @@ runcmd:
   - systemctl daemon-reload
   - systemctl enable --now mlflow
 """.replace("MLFLOW_SERVER", MLFLOW_SERVER),
-    "airflow": CLOUD_INIT_COMMON
+    "airflow": CLOUD_INIT_COMMON.replace("  - unattended-upgrades\n", "  - unattended-upgrades\n  - postgresql\n")
     + """write_files:
   - path: /etc/tickcast/env
     permissions: "0644"
@@ -1108,7 +1113,8 @@ AIRFLOW_ENV_LINES
     content: |
       [Unit]
       Description=Airflow (ingest and retrain DAGs) once the deploy step installed /opt/tickcast
-      After=network-online.target
+      After=network-online.target postgresql.service
+      Requires=postgresql.service
       ConditionPathExists=/opt/tickcast/.venv/bin/airflow
       [Service]
       EnvironmentFile=/etc/tickcast/env
@@ -1134,11 +1140,14 @@ AIRFLOW_ENV_LINES
       WantedBy=multi-user.target
 runcmd:
   - mkdir -p /opt/tickcast AIRFLOW_HOME_DIR
+  - systemctl enable --now postgresql
+  - runuser -u postgres -- psql -v ON_ERROR_STOP=1 -c "CREATE ROLE AIRFLOW_DB_ROLE LOGIN"
+  - runuser -u postgres -- createdb --owner AIRFLOW_DB_ROLE airflow
   - systemctl daemon-reload
   - systemctl enable tickcast-airflow tickcast-producer
-""".replace("AIRFLOW_ENV_LINES", "\n".join(f"      {k}={v}" for k, v in AIRFLOW_CLOUD_ENV.items())).replace(
-        "AIRFLOW_HOME_DIR", AIRFLOW_HOME
-    ),
+""".replace("AIRFLOW_ENV_LINES", "\n".join(f"      {k}={v}" for k, v in AIRFLOW_CLOUD_ENV.items()))
+    .replace("AIRFLOW_HOME_DIR", AIRFLOW_HOME)
+    .replace("AIRFLOW_DB_ROLE", AIRFLOW_DB_ROLE),
 }
 
 

@@ -382,3 +382,13 @@ def test_the_airflow_host_runs_airflow_like_the_local_stack_and_the_producer() -
     assert "EnvironmentFile=/etc/tickcast/airflow.env" in init
     assert "ExecStart=/opt/tickcast/.venv/bin/tickcast produce" in init  # the producer feeds Kafka
     assert "systemctl enable tickcast-airflow tickcast-producer" in init
+    # its metadata database is PostgreSQL on the host, as in the local stack (not SQLite): over the Unix socket,
+    # peer authentication as the service's user, no password anywhere
+    conn = cloud["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert conn.startswith("postgresql+psycopg2://") and "host=/var/run/postgresql" in conn
+    assert "@" not in conn and "password" not in conn.lower() and "sqlite" not in init
+    assert "  - postgresql\n" in init.split("write_files:")[0], "the package comes with the host"
+    assert "Requires=postgresql.service" in init and "User=" not in init  # root: peer auth maps it to role root
+    assert f'CREATE ROLE {build.AIRFLOW_DB_ROLE} LOGIN"' in init
+    assert f"createdb --owner {build.AIRFLOW_DB_ROLE} airflow" in init
+    assert init.index("systemctl enable --now postgresql") < init.index("CREATE ROLE")
