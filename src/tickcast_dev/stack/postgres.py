@@ -51,12 +51,17 @@ def _ids() -> tuple[int, int] | None:
             raise PostgresSetupError(
                 f"running as root, PostgreSQL needs an unprivileged user: create {SYSTEM_USER!r} (no useradd here)"
             ) from None
-        subprocess.run(
+        done = subprocess.run(
             [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SYSTEM_USER],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
         )
-        entry = pwd.getpwnam(SYSTEM_USER)
+        try:  # a failed useradd is fine when another stack starting at the same moment created the user first
+            entry = pwd.getpwnam(SYSTEM_USER)
+        except KeyError:
+            why = done.stderr.strip() or f"useradd exited {done.returncode}"
+            raise PostgresSetupError(f"cannot create the system user {SYSTEM_USER!r} for PostgreSQL: {why}") from None
     return entry.pw_uid, entry.pw_gid
 
 
