@@ -9,10 +9,12 @@ so nothing it spawned is left behind, and nothing that we did not start is touch
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import socket
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -179,13 +181,53 @@ def uptime(record: PidRecord) -> float:
     return max(0.0, time.time() - record.started_at)
 
 
+# Ports handed out by free_ports on this machine, so two callers starting stacks at the same moment (the parallel
+# test workers, a benchmark beside a test run) never get the same one: the kernel may give a port just released
+# by one caller to the next. A reservation lapses after RESERVE_S (by then the port is in use, or free again).
+PORT_RESERVATIONS = Path(tempfile.gettempdir()) / "tickcast-port-reservations.json"
+RESERVE_S = 900.0
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports that are free right now (for test and benchmark stacks)."""
-    socks = [socket.socket() for _ in range(n)]
+    """``n`` distinct TCP ports that are free right now and not handed to another caller on this machine within
+    :data:`RESERVE_S` (for test and benchmark stacks). The reservations are a JSON file in the temp dir, read and
+    written under a file lock; without write access to it the ports are still free, only not reserved."""
     try:
-        for s in socks:
+        lock = PORT_RESERVATIONS.with_suffix(".lock").open("a")
+    except OSError:
+        return _bind_free(n, host, frozenset())
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        now = time.time()
+        try:
+            held = {int(p): float(t) for p, t in json.loads(PORT_RESERVATIONS.read_text()).items() if float(t) > now}
+        except (OSError, ValueError, AttributeError):
+            held = {}
+        ports = _bind_free(n, host, frozenset(held))
+        held.update(dict.fromkeys(ports, now + RESERVE_S))
+        with contextlib.suppress(OSError):
+            staging = PORT_RESERVATIONS.with_suffix(f".{os.getpid()}.tmp")
+            staging.write_text(json.dumps({str(p): t for p, t in held.items()}))
+            staging.replace(PORT_RESERVATIONS)
+        return ports
+
+
+def _bind_free(n: int, host: str, reserved: frozenset[int]) -> list[int]:
+    """Bind port 0 until ``n`` distinct ports outside ``reserved``; every socket stays open until the end, so the
+    kernel cannot give one of them twice."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            if len(socks) >= 50 * n + 100:
+                raise OSError(f"no {n} free TCP ports on {host} outside the {len(reserved)} reserved ones")
+            s = socket.socket()
+            socks.append(s)
             s.bind((host, 0))
-        return [int(s.getsockname()[1]) for s in socks]
+            port = int(s.getsockname()[1])
+            if port not in reserved and port not in ports:
+                ports.append(port)
+        return ports
     finally:
         for s in socks:
             s.close()
