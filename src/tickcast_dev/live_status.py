@@ -30,34 +30,30 @@ class LiveView:
 
 def live_view(settings: Settings) -> LiveView:
     """What the live evaluation says now (see the module docstring)."""
-    import httpx
-
     from tickcast.model.kinds import LSTM_ATTENTION
     from tickcast.registry.vocabulary import ALIASES, LIVE_EVALUATION, MODEL_KIND, ROLLBACK_REASON
     from tickcast_dev.http import shared as shared_http
-    from tickcast_dev.http import ssl_context
 
     view = LiveView()
     # MLflow's REST API with a short timeout: its Python client retries for minutes when the server is down
     url = f"{settings.mlflow_tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias"
     try:
-        with httpx.Client(timeout=TIMEOUT_S, verify=ssl_context()) as http:
-            for alias in ALIASES:
-                r = http.get(url, params={"name": settings.mlflow.model_name, "alias": alias})
-                if r.status_code in (400, 404):  # no such alias (or model) yet
-                    continue
-                r.raise_for_status()
-                mv = r.json().get("model_version", {})
-                tags = {t["key"]: t.get("value", "") for t in mv.get("tags") or []}
-                view.versions.append(
-                    {
-                        "alias": alias,
-                        "version": str(mv.get("version")),
-                        "kind": tags.get(MODEL_KIND, LSTM_ATTENTION),
-                        "live": tags.get(LIVE_EVALUATION, "not evaluated yet"),
-                        "rollback_reason": tags.get(ROLLBACK_REASON, ""),
-                    }
-                )
+        for alias in ALIASES:
+            r = shared_http().get(url, params={"name": settings.mlflow.model_name, "alias": alias}, timeout=TIMEOUT_S)
+            if r.status_code in (400, 404):  # no such alias (or model) yet
+                continue
+            r.raise_for_status()
+            mv = r.json().get("model_version", {})
+            tags = {t["key"]: t.get("value", "") for t in mv.get("tags") or []}
+            view.versions.append(
+                {
+                    "alias": alias,
+                    "version": str(mv.get("version")),
+                    "kind": tags.get(MODEL_KIND, LSTM_ATTENTION),
+                    "live": tags.get(LIVE_EVALUATION, "not evaluated yet"),
+                    "rollback_reason": tags.get(ROLLBACK_REASON, ""),
+                }
+            )
     except Exception as err:
         view.problems.append(f"mlflow: unreachable ({type(err).__name__}: {str(err)[:160]})")
     try:

@@ -31,7 +31,7 @@ import pandas as pd
 from onnx import TensorProto, helper
 
 from tickcast.features.scaling import Standardizer, TargetScaler
-from tickcast.model.kinds import BASELINE
+from tickcast.model.kinds import BASELINE, graph_props
 from tickcast.model.preprocessing import SCHEMA_VERSION, TARGET, Preprocessing
 from tickcast.model.uncertainty import DEFAULT_LEVEL, calibrate_scale
 
@@ -63,14 +63,14 @@ def onnx_graph(window: int = WINDOW) -> bytes:
     model.ir_version = 8  # readable by every ONNX Runtime the project pins
     helper.set_model_props(
         model,
-        {
-            "tickcast.model_kind": BASELINE,
-            "tickcast.window": str(window),
-            "tickcast.n_features": "1",
-            "tickcast.target": "standardised next-minute log return: location 0, scale RMS of the window",
-            "tickcast.input": INPUT_NAME,
-            "tickcast.output": OUTPUT_NAME,
-        },
+        graph_props(
+            BASELINE,
+            window=window,
+            n_features=1,
+            target="standardised next-minute log return: location 0, scale RMS of the window",
+            input_name=INPUT_NAME,
+            output_name=OUTPUT_NAME,
+        ),
     )
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())

@@ -1,4 +1,5 @@
-"""The two kinds of registered model (one vocabulary for the artifact, the registry tag and the API)."""
+"""The two kinds of registered model (one vocabulary for the artifact, the registry tag and the API), and the
+metadata every exported ONNX graph carries."""
 
 from __future__ import annotations
 
@@ -11,3 +12,17 @@ LSTM_ATTENTION: Final = "lstm-attention"
 
 ModelKind = Literal["baseline", "lstm-attention"]
 MODEL_KINDS: Final[tuple[str, ...]] = (BASELINE, LSTM_ATTENTION)
+
+
+def graph_props(
+    kind: str, *, window: int, n_features: int, target: str, input_name: str, output_name: str
+) -> dict[str, str]:
+    """The ``tickcast.*`` metadata of an exported ONNX graph (``onnx.helper.set_model_props``), for either kind."""
+    return {
+        "tickcast.model_kind": kind,
+        "tickcast.window": str(window),
+        "tickcast.n_features": str(n_features),
+        "tickcast.target": target,
+        "tickcast.input": input_name,
+        "tickcast.output": output_name,
+    }

@@ -28,6 +28,7 @@ import onnx
 from numpy.typing import ArrayLike
 
 from tickcast.errors import TickcastError
+from tickcast.model.kinds import LSTM_ATTENTION, graph_props
 
 OPSET = 17
 ONNX_INPUT_NAME = "x"
@@ -85,14 +86,14 @@ def export_onnx(model: object, window: int, n_features: int, *, opset: int = OPS
     _rename_output(proto, ONNX_OUTPUT_NAME)
     onnx.helper.set_model_props(
         proto,
-        {
-            "tickcast.window": str(window),
-            "tickcast.n_features": str(n_features),
-            "tickcast.model_kind": "lstm-attention",
-            "tickcast.target": "standardised next-minute log return: location and scale of a Gaussian",
-            "tickcast.input": ONNX_INPUT_NAME,
-            "tickcast.output": ONNX_OUTPUT_NAME,
-        },
+        graph_props(
+            LSTM_ATTENTION,
+            window=window,
+            n_features=n_features,
+            target="standardised next-minute log return: location and scale of a Gaussian",
+            input_name=ONNX_INPUT_NAME,
+            output_name=ONNX_OUTPUT_NAME,
+        ),
     )
     onnx.checker.check_model(proto)
     return bytes(proto.SerializeToString())
